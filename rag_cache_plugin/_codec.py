@@ -1,0 +1,189 @@
+"""The one serializer: JSON in a versioned envelope, optionally signed or encrypted.
+
+No pickle anywhere: a writable Redis or SQLite file must never become code
+execution.  The envelope binds the entry key (in the MAC or the AEAD data and in
+the body), so a valid payload copied under another key is rejected.
+
+Layout (bytes)::
+
+    RC1 -\n<json>                        plain
+    RC1 S <kid> <hmac-sha256 hex>\n<json>  signed
+    RC1 E <kid>\n<nonce><ciphertext+tag>   AES-GCM encrypted (also authenticated)
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from ._entry import Entry
+from ._errors import ConfigError, CorruptEntryError, SignatureError
+
+__all__ = ["Codec", "derive_key"]
+
+_MAGIC = b"RC1 "
+_VERSION = 1
+
+
+def derive_key(secret: str) -> bytes:
+    """Key bytes from configuration: hex of 16/24/32 bytes is used as is, any other
+    text is hashed to 32 bytes (use a high-entropy secret)."""
+    try:
+        raw = bytes.fromhex(secret)
+        if len(raw) in (16, 24, 32):
+            return raw
+    except ValueError:
+        pass
+    if not secret:
+        raise ConfigError("empty key")
+    return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+def _kid(key: bytes) -> bytes:
+    return hashlib.sha256(b"rag-cache-kid" + key).hexdigest()[:8].encode("ascii")
+
+
+class Codec:
+    """Encodes entries to bytes and back; ``decode`` raises ``CodecError`` subclasses."""
+
+    def __init__(
+        self,
+        signing_keys: Sequence[bytes] = (),
+        encryption_keys: Sequence[bytes] = (),
+        *,
+        require_signature: bool = False,
+    ) -> None:
+        self._sign = [(_kid(k), k) for k in signing_keys]
+        self._sign_by_kid = dict(self._sign)
+        self._aead: list[tuple[bytes, Any]] = []
+        if encryption_keys:
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+            for k in encryption_keys:
+                if len(k) not in (16, 24, 32):
+                    raise ConfigError("AES-GCM keys must be 16, 24 or 32 bytes")
+                self._aead.append((_kid(k), AESGCM(k)))
+        self._aead_by_kid = dict(self._aead)
+        # Unsigned plaintext is refused once any protection is configured and required.
+        self._require = require_signature or bool(self._aead)
+
+    # -- encoding -----------------------------------------------------------------
+
+    def body(self, entry: Entry) -> bytes:
+        """JSON body of an entry; raises ValueError if the value is not JSON data."""
+        doc = {
+            "v": _VERSION,
+            "k": entry.key,
+            "ns": entry.namespace,
+            "p": entry.partition,
+            "q": entry.question,
+            "c": entry.created,
+            "x": entry.expires,
+            "t": list(entry.tags),
+            "val": entry.value,
+        }
+        if entry.vector is not None:
+            doc["vec"] = base64.b64encode(entry.vector).decode("ascii")
+        try:
+            # ensure_ascii: lone surrogates and NUL survive as escapes, output is ASCII.
+            return json.dumps(doc, separators=(",", ":"), check_circular=False).encode("ascii")
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise ValueError(f"cache values must be JSON data: {exc}") from exc
+
+    def encode(self, entry: Entry) -> bytes:
+        """Encode and remember the payload on ``entry.raw``."""
+        body = self.body(entry)
+        key = entry.key.encode("ascii")
+        if self._aead:
+            kid, aead = self._aead[0]
+            nonce = os.urandom(12)
+            raw = _MAGIC + b"E " + kid + b"\n" + nonce + aead.encrypt(nonce, body, key)
+        elif self._sign:
+            kid, secret = self._sign[0]
+            mac = hmac.new(secret, key + b"\n" + body, hashlib.sha256).hexdigest().encode()
+            raw = _MAGIC + b"S " + kid + b" " + mac + b"\n" + body
+        else:
+            raw = _MAGIC + b"-\n" + body
+        entry.raw = raw
+        return raw
+
+    # -- decoding -----------------------------------------------------------------
+
+    def decode(self, raw: bytes, expected_key: str) -> Entry:
+        """Decode a payload read for ``expected_key``."""
+        if not isinstance(raw, bytes | bytearray | memoryview):
+            raise CorruptEntryError("payload is not bytes")
+        raw = bytes(raw)
+        head, sep, rest = raw.partition(b"\n")
+        if not sep or not head.startswith(_MAGIC):
+            raise CorruptEntryError("not a rag-cache payload")
+        parts = head[len(_MAGIC) :].split(b" ")
+        key = expected_key.encode("ascii")
+        mode = parts[0]
+        if mode == b"-":
+            if self._require or self._sign:
+                raise SignatureError("unsigned entry where signatures are required")
+            body = rest
+        elif mode == b"S" and len(parts) == 3:
+            secret = self._sign_by_kid.get(parts[1])
+            if secret is None:
+                raise SignatureError("entry signed with an unknown key")
+            mac = hmac.new(secret, key + b"\n" + rest, hashlib.sha256).hexdigest().encode()
+            if not hmac.compare_digest(mac, parts[2]):
+                raise SignatureError("bad signature")
+            body = rest
+        elif mode == b"E" and len(parts) == 2:
+            aead = self._aead_by_kid.get(parts[1])
+            if aead is None or len(rest) < 28:
+                raise SignatureError("entry encrypted with an unknown key")
+            from cryptography.exceptions import InvalidTag
+
+            try:
+                body = aead.decrypt(rest[:12], rest[12:], key)
+            except InvalidTag as exc:
+                raise SignatureError("entry fails authentication") from exc
+        else:
+            raise CorruptEntryError("unknown envelope")
+        entry = self._parse(body, expected_key)
+        entry.raw = raw
+        return entry
+
+    @staticmethod
+    def _parse(body: bytes, expected_key: str) -> Entry:
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            raise CorruptEntryError(f"bad JSON: {exc}") from exc
+        if not isinstance(doc, dict) or doc.get("v") != _VERSION:
+            raise CorruptEntryError("wrong shape or version")
+        try:
+            key, ns, part, q = doc["k"], doc["ns"], doc["p"], doc["q"]
+            created, expires, tags, value = doc["c"], doc["x"], doc["t"], doc["val"]
+        except KeyError as exc:
+            raise CorruptEntryError(f"missing field {exc}") from exc
+        if key != expected_key:
+            raise CorruptEntryError("payload belongs to another key")
+        if not (
+            isinstance(ns, str)
+            and isinstance(part, str)
+            and isinstance(q, str)
+            and isinstance(created, int | float)
+            and (expires is None or isinstance(expires, int | float))
+            and isinstance(tags, list)
+            and all(isinstance(t, str) for t in tags)
+        ):
+            raise CorruptEntryError("wrong field types")
+        vec = doc.get("vec")
+        vector = None
+        if vec is not None:
+            try:
+                vector = base64.b64decode(vec, validate=True)
+            except (ValueError, TypeError) as exc:
+                raise CorruptEntryError("bad vector") from exc
+        return Entry(key, ns, part, q, value, float(created),
+                     None if expires is None else float(expires), tuple(tags), vector)

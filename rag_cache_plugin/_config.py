@@ -1,0 +1,147 @@
+"""Configuration objects: keyword-only, validated, readable from ``RAG_CACHE_*``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+from ._errors import ConfigError
+
+__all__ = ["CacheConfig", "RedisConfig", "SemanticConfig"]
+
+_ENV_PREFIX = "RAG_CACHE_"
+_MiB = 1024 * 1024
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    def __init__(self, **data: Any) -> None:
+        # Re-raise as ConfigError so callers can catch one type (it is a ValueError too).
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    @classmethod
+    def _from_env(cls, env: Mapping[str, str], prefix: str, overrides: dict[str, Any]) -> Self:
+        data: dict[str, Any] = {}
+        for name, info in cls.model_fields.items():
+            raw = env.get(prefix + name.upper())
+            if raw is None:
+                continue
+            origin = str(info.annotation)
+            # Tuples are comma-separated in the environment.
+            data[name] = [p for p in raw.split(",") if p] if "tuple" in origin else raw
+        data.update(overrides)
+        return cls(**data)
+
+
+class RedisConfig(_Frozen):
+    """The L3 tier: a standalone Redis, a Redis Cluster, or a Sentinel-managed primary."""
+
+    url: str = "redis://localhost:6379/0"
+    cluster: bool | None = None
+    """None detects a cluster from the server's ``INFO cluster``."""
+    prefix: str = Field(default="ragc", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    timeout: float = Field(default=0.25, gt=0, le=60)
+    """Deadline of every L3 call, in seconds."""
+    connect_timeout: float = Field(default=0.5, gt=0, le=60)
+    breaker_threshold: int = Field(default=5, ge=1)
+    """Consecutive failures that open the circuit breaker."""
+    breaker_reset: float = Field(default=2.0, gt=0)
+    """Seconds the breaker stays open before one probe call is let through."""
+    max_connections: int = Field(default=64, ge=1)
+    username: str | None = None
+    password: SecretStr | None = None
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    sentinels: tuple[str, ...] = ()
+    """``host:port`` of Redis Sentinels; the primary is looked up as ``sentinel_service``."""
+    sentinel_service: str = "mymaster"
+    news_maxlen: int = Field(default=10_000, ge=100)
+    """Approximate length kept of each per-namespace news stream."""
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("url must start with redis://, rediss:// or unix://")
+        return v
+
+
+class SemanticConfig(_Frozen):
+    """Semantic matching of paraphrased questions; ``embedder`` is required."""
+
+    embedder: Any = None
+    """A LangChain ``Embeddings``, a LlamaIndex ``BaseEmbedding``, a sentence-transformers
+    model, a model path/name, or any callable ``list[str] -> array``."""
+    setting: Literal["strict", "balanced"] = "strict"
+    target_false_hit_rate: float | None = Field(default=None, gt=0, lt=0.5)
+    threshold: float | None = Field(default=None, ge=-1, le=1)
+    """A raw decision threshold on the verifier's score; overrides ``setting``."""
+    top_k: int = Field(default=4, ge=1, le=100)
+    max_embed_chars: int = Field(default=2_000, ge=1)
+    """Longer questions are matched exactly only (an event says so)."""
+
+    @field_validator("embedder")
+    @classmethod
+    def _needs_embedder(cls, v: Any) -> Any:
+        if v is None:
+            raise ValueError("SemanticConfig needs an embedder")
+        return v
+
+
+class CacheConfig(_Frozen):
+    """Everything a ``RagCache`` needs.  The default is memory only, exact matching."""
+
+    namespace: str = Field(default="default", min_length=1, max_length=256)
+    sqlite_path: Path | None = None
+    """L2 file; None means no L2."""
+    redis: RedisConfig | None = None
+    """L3; None means no L3."""
+    semantic: SemanticConfig | None = None
+    """None means exact matching only."""
+    ttl: float | None = Field(default=None, gt=0)
+    """Default time to live of an entry in seconds; None keeps entries until evicted."""
+    l1_max_entries: int = Field(default=10_000, ge=0)
+    l1_max_bytes: int = Field(default=128 * _MiB, ge=0)
+    l1_policy: str = "lru"
+    l1_ttl: float | None = Field(default=None, gt=0)
+    """Cap on how long L1 keeps an entry; bounds staleness if news from peers is lost."""
+    l2_max_bytes: int = Field(default=1024 * _MiB, ge=_MiB)
+    max_entry_bytes: int = Field(default=4 * _MiB, ge=64)
+    """Encoded values larger than this are not stored (an event says so)."""
+    promote_to: tuple[Literal["l1", "l2"], ...] = ("l1", "l2")
+    """Tiers a hit in a lower tier is copied into."""
+    key_secret: SecretStr | None = None
+    """Keys the entry hash (BLAKE2b) so keys cannot be predicted without it."""
+    signing_keys: tuple[SecretStr, ...] = ()
+    """HMAC-SHA256 keys for entries in L2/L3: the first signs, all verify (rotation)."""
+    encryption_keys: tuple[SecretStr, ...] = ()
+    """AES-GCM keys (16, 24 or 32 bytes, hex or text): the first encrypts, all decrypt."""
+    require_signature: bool = False
+    """Refuse unsigned entries from L2/L3 even when signing keys are set."""
+    sqlite_timeout: float = Field(default=2.0, gt=0)
+    """SQLite busy timeout in seconds."""
+    news_poll_interval: float = Field(default=0.2, gt=0)
+    """How often peers' invalidations are read from the shared tiers, in seconds."""
+
+    @field_validator("sqlite_path", mode="before")
+    @classmethod
+    def _empty_path_is_none(cls, v: Any) -> Any:
+        return None if v == "" else v
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> CacheConfig:
+        """Build from ``RAG_CACHE_*`` variables (``RAG_CACHE_REDIS_URL`` adds L3)."""
+        env = os.environ if environ is None else environ
+        nested: dict[str, Any] = {}
+        if "redis" not in overrides and env.get(_ENV_PREFIX + "REDIS_URL"):
+            nested["redis"] = RedisConfig._from_env(env, _ENV_PREFIX + "REDIS_", {})
+        return cls._from_env(env, _ENV_PREFIX, {**nested, **overrides})

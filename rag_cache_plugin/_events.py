@@ -1,0 +1,170 @@
+"""Typed cache events and a tiny synchronous in-process bus.
+
+Analytics, warming and tuning subscribe here.  Emitting is skipped entirely when
+nobody listens (``EventBus.active``), so the hot path pays nothing by default.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "BreakerChanged",
+    "CacheEvent",
+    "Cleared",
+    "Corrupt",
+    "EventBus",
+    "Evicted",
+    "Expired",
+    "FeedbackReported",
+    "Hit",
+    "Invalidated",
+    "Miss",
+    "Rejected",
+    "Stored",
+    "TierFailed",
+]
+
+_log = logging.getLogger("rag_cache_plugin")
+
+TierName = Literal["l1", "l2", "l3"]
+MatchKind = Literal["exact", "semantic"]
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEvent:
+    """Base of every event: the namespace and the entry key it concerns (or "")."""
+
+    namespace: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hit(CacheEvent):
+    tier: TierName
+    kind: MatchKind
+    latency: float
+    score: float = 1.0
+    question: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Miss(CacheEvent):
+    latency: float
+    question: str = ""
+    reason: str = "absent"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored(CacheEvent):
+    tiers: tuple[TierName, ...]
+    size: int
+    latency: float
+    question: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Evicted(CacheEvent):
+    tier: TierName
+    reason: str = "capacity"
+
+
+@dataclass(frozen=True, slots=True)
+class Expired(CacheEvent):
+    tier: TierName
+
+
+@dataclass(frozen=True, slots=True)
+class Invalidated(CacheEvent):
+    tags: tuple[str, ...]
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cleared(CacheEvent):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TierFailed(CacheEvent):
+    tier: TierName
+    op: str
+    error: str
+    latency: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Corrupt(CacheEvent):
+    tier: TierName
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerChanged(CacheEvent):
+    tier: TierName
+    state: Literal["open", "half-open", "closed"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected(CacheEvent):
+    """A store or an embedding was refused by a configured limit."""
+
+    reason: str
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackReported(CacheEvent):
+    correct: bool
+    score: float
+    kind: MatchKind
+    partition: str = ""
+
+
+Listener = Callable[[CacheEvent], None]
+
+
+@dataclass(slots=True)
+class _Subscription:
+    listener: Listener
+    types: tuple[type[CacheEvent], ...] | None
+
+
+@dataclass
+class EventBus:
+    """Synchronous fan-out.  A failing listener is logged and never breaks a lookup."""
+
+    _subs: tuple[_Subscription, ...] = field(default=())
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._subs)
+
+    def subscribe(
+        self, listener: Listener, types: tuple[type[CacheEvent], ...] | None = None
+    ) -> Callable[[], None]:
+        """Register ``listener``; returns a function that unsubscribes it."""
+        sub = _Subscription(listener, types)
+        with self._lock:
+            # Copy-on-write: emit() iterates a tuple without taking the lock.
+            self._subs = (*self._subs, sub)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                self._subs = tuple(s for s in self._subs if s is not sub)
+
+        return unsubscribe
+
+    def emit(self, event: CacheEvent) -> None:
+        for sub in self._subs:
+            if sub.types is not None and not isinstance(event, sub.types):
+                continue
+            try:
+                sub.listener(event)
+            except Exception:  # a listener must never break the cache
+                _log.exception("rag-cache event listener failed")
