@@ -117,6 +117,8 @@ class CacheConfig(_Frozen):
     l2_max_bytes: int = Field(default=1024 * _MiB, ge=_MiB)
     max_entry_bytes: int = Field(default=4 * _MiB, ge=64)
     """Encoded values larger than this are not stored (an event says so)."""
+    max_question_chars: int = Field(default=1_000_000, ge=1)
+    """Longer questions (prompts) are not cached: a lookup misses, a store is refused."""
     promote_to: tuple[Literal["l1", "l2"], ...] = ("l1", "l2")
     """Tiers a hit in a lower tier is copied into."""
     key_secret: SecretStr | None = None

@@ -1,0 +1,66 @@
+"""rag-cache-plugin: a three-tier exact and semantic cache for LLM answers and RAG retrievals.
+
+L1 lives in the process, L2 in a local SQLite file, L3 in Redis or a Redis Cluster.
+"""
+
+from ._config import CacheConfig, RedisConfig, SemanticConfig
+from ._core import CacheHit, RagCache
+from ._errors import (
+    CodecError,
+    ConfigError,
+    CorruptEntryError,
+    RagCacheError,
+    SignatureError,
+    TierError,
+    TierUnavailableError,
+)
+from ._events import (
+    BreakerChanged,
+    CacheEvent,
+    Cleared,
+    Corrupt,
+    EventBus,
+    Evicted,
+    Expired,
+    FeedbackReported,
+    Hit,
+    Invalidated,
+    Miss,
+    Rejected,
+    Stored,
+    TierFailed,
+)
+from ._keys import canonicalize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BreakerChanged",
+    "CacheConfig",
+    "CacheEvent",
+    "CacheHit",
+    "Cleared",
+    "CodecError",
+    "ConfigError",
+    "Corrupt",
+    "CorruptEntryError",
+    "EventBus",
+    "Evicted",
+    "Expired",
+    "FeedbackReported",
+    "Hit",
+    "Invalidated",
+    "Miss",
+    "RagCache",
+    "RagCacheError",
+    "RedisConfig",
+    "Rejected",
+    "SemanticConfig",
+    "SignatureError",
+    "Stored",
+    "TierError",
+    "TierFailed",
+    "TierUnavailableError",
+    "__version__",
+    "canonicalize",
+]

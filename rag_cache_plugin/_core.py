@@ -1,0 +1,762 @@
+"""``RagCache``: lookup, store and invalidation across the tiers.
+
+Read path: L1 -> L2 -> L3, first hit wins and is promoted upward with its
+remaining TTL; on a miss with semantic matching on, the semantic layer searches
+the partition.  Writes go to every tier.  A failing tier is a miss plus an event,
+never an exception: every L2/L3 call sits behind a circuit breaker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from ._breaker import CircuitBreaker
+from ._codec import Codec, derive_key
+from ._config import CacheConfig
+from ._entry import Entry
+from ._events import (
+    BreakerChanged,
+    Cleared,
+    EventBus,
+    Hit,
+    Invalidated,
+    MatchKind,
+    Miss,
+    Rejected,
+    Stored,
+    TierFailed,
+    TierName,
+)
+from ._keys import KeyMaker, canonicalize
+from ._news import NewsFeed, NewsSource, RedisNews, SqliteNews
+from ._tiers import Ref, Tier
+from ._tiers.memory import MemoryTier
+
+if TYPE_CHECKING:
+    from ._tiers.redis import RedisTier
+    from ._tiers.sqlite import SqliteTier
+
+__all__ = ["CacheHit", "RagCache"]
+
+_log = logging.getLogger("rag_cache_plugin")
+
+_MEMO_MAX = 16_384
+_MEMO_MAX_CHARS = 65_536  # longer prompts are hashed each time rather than pinned in memory
+_ALL = "*"  # news namespace for clears of every namespace
+_PRIMITIVES = (str, int, float, bool, type(None))
+
+
+@dataclass(frozen=True, slots=True)
+class CacheHit:
+    """What a lookup found.  ``value`` is what was stored (JSON data; treat it as
+    read-only: L1 hands out the same object to every caller)."""
+
+    value: Any
+    tier: TierName
+    kind: MatchKind
+    score: float
+    key: str
+    namespace: str
+    partition: str
+    question: str
+    """The cached question (for a semantic hit, the one that matched)."""
+    expires: float | None = None
+    evidence: Mapping[str, Any] | None = None
+
+
+class SemanticLayer(Protocol):
+    """What the core needs from semantic matching (implemented in ``_semantic``)."""
+
+    def vector_for(self, canonical: str, namespace: str) -> bytes | None: ...
+    async def avector_for(self, canonical: str, namespace: str) -> bytes | None: ...
+    def lookup(self, ref: Ref, question: str, canonical: str, now: float) -> CacheHit | None: ...
+    async def alookup(
+        self, ref: Ref, question: str, canonical: str, now: float
+    ) -> CacheHit | None: ...
+    def added(self, entry: Entry) -> None: ...
+    def removed(self, keys: Iterable[str]) -> None: ...
+    def cleared(self, namespace: str | None) -> None: ...
+    def feedback(self, hit: CacheHit, correct: bool) -> None: ...
+    def close(self) -> None: ...
+
+
+class _Oversize(Exception):
+    pass
+
+
+def _context_text(context: Any) -> str:
+    if isinstance(context, str):
+        return context
+    try:
+        return json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"context must be a string or JSON data: {exc}") from exc
+
+
+def _check_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
+    if tags is None:
+        return ()
+    if isinstance(tags, str | bytes):
+        raise ValueError("tags must be a list of strings, not a single string")
+    out = tuple(tags)
+    if not all(isinstance(t, str) for t in out):
+        raise ValueError("tags must be strings")
+    return out
+
+
+class RagCache:
+    """A three-tier exact (and optionally semantic) cache.
+
+    ``RagCache()`` reads its configuration from ``RAG_CACHE_*`` variables; pass a
+    ``CacheConfig`` or keyword arguments of one to configure it in code.
+    """
+
+    def __init__(
+        self,
+        config: CacheConfig | None = None,
+        /,
+        *,
+        bus: EventBus | None = None,
+        clock: Callable[[], float] = time.time,
+        **options: Any,
+    ) -> None:
+        if config is None:
+            config = CacheConfig.from_env(**options)
+        elif options:
+            raise TypeError("pass either a CacheConfig or keyword options, not both")
+        self.config = config
+        self.bus = bus if bus is not None else EventBus()
+        self.namespace = config.namespace
+        self.default_ttl: float | None = config.ttl
+        self.promote_to: tuple[str, ...] = config.promote_to
+        self._clock = clock
+        self._emit = self.bus.emit
+        secret = config.key_secret.get_secret_value().encode() if config.key_secret else None
+        self.keys = KeyMaker(secret)
+        self.codec = Codec(
+            [derive_key(k.get_secret_value()) for k in config.signing_keys],
+            [derive_key(k.get_secret_value()) for k in config.encryption_keys],
+            require_signature=config.require_signature,
+        )
+        self._memo: dict[tuple[str, str, str, str], tuple[Ref, str]] = {}
+        self.l1 = MemoryTier(
+            max_entries=config.l1_max_entries,
+            max_bytes=config.l1_max_bytes,
+            policy=config.l1_policy,
+            max_age=config.l1_ttl,
+            emit=self._emit_if_active,
+        )
+        self.l2: SqliteTier | None = None
+        self.l3: RedisTier | None = None
+        self.breakers: dict[str, CircuitBreaker] = {}
+        sources: list[NewsSource] = []
+        if config.sqlite_path is not None:
+            from ._tiers.sqlite import SqliteTier
+
+            try:
+                self.l2 = SqliteTier(config.sqlite_path, codec=self.codec,
+                                     max_bytes=config.l2_max_bytes,
+                                     busy_timeout=config.sqlite_timeout,
+                                     emit=self._emit_if_active)
+            except Exception as exc:  # an unusable file must not stop the application
+                _log.error("rag-cache: L2 disabled: %s", exc)
+                self._emit(TierFailed("", "", "l2", "open", str(exc)))
+            else:
+                self.breakers["l2"] = self._breaker("l2", 5, 1.0)
+                sources.append(SqliteNews(self.l2))
+        if config.redis is not None:
+            from ._tiers.redis import RedisTier
+
+            self.l3 = RedisTier(config.redis, codec=self.codec, keys=self.keys,
+                                emit=self._emit_if_active)
+            self.breakers["l3"] = self._breaker(
+                "l3", config.redis.breaker_threshold, config.redis.breaker_reset)
+            sources.append(RedisNews(self.l3))
+        self.lower: tuple[Tier, ...] = tuple(t for t in (self.l2, self.l3) if t is not None)
+        self.news = NewsFeed(uuid.uuid4().hex, sources, self._on_news,
+                             interval=config.news_poll_interval,
+                             on_error=self._news_failed, gate=self._allowed)
+        self.news.watch(_ALL)
+        self.news.watch(self.namespace)
+        self._watched = {self.namespace}
+        self.semantic: SemanticLayer | None = None
+        if config.semantic is not None:
+            from ._semantic import SemanticMatcher
+
+            self.semantic = SemanticMatcher(self, config.semantic)
+        self.news.start()
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _emit_if_active(self, event: Any) -> None:
+        if self.bus.active:
+            self._emit(event)
+
+    def _breaker(self, tier: TierName, threshold: int, reset: float) -> CircuitBreaker:
+        def changed(state: Literal["open", "half-open", "closed"]) -> None:
+            self._emit_if_active(BreakerChanged("", "", tier, state))
+        return CircuitBreaker(threshold, reset, on_change=changed)
+
+    def _allowed(self, tier: str) -> bool:
+        b = self.breakers.get(tier)
+        return b is None or b.allow()
+
+    def _failed(self, tier: Tier, op: str, exc: BaseException, ns: str, started: float) -> None:
+        self.breakers[tier.name].failure()
+        _log.debug("rag-cache: %s %s failed: %s", tier.name, op, exc)
+        self._emit_if_active(
+            TierFailed(ns, "", tier.name, op, f"{type(exc).__name__}: {exc}",
+                       perf_counter() - started))
+
+    def _news_failed(self, tier: str, exc: Exception) -> None:
+        b = self.breakers.get(tier)
+        if b is not None:
+            b.failure()
+        self._emit_if_active(TierFailed("", "", tier, "news", str(exc)))  # type: ignore[arg-type]
+
+    def _ref(self, question: str, context: Any, llm_string: str,
+             namespace: str | None) -> tuple[Ref, str]:
+        """(ref, canonical question); memoized so an exact repeat hashes nothing."""
+        ns = self.namespace if namespace is None else namespace
+        memo_key = (question, context, llm_string, ns)
+        try:
+            return self._memo[memo_key]
+        except KeyError:
+            pass
+        except TypeError:  # unhashable context (a list of messages): not memoized
+            pass
+        if not isinstance(question, str):
+            raise ValueError(f"question must be a string, not {type(question).__name__}")
+        if not isinstance(llm_string, str):
+            raise ValueError("llm_string must be a string")
+        if not isinstance(ns, str) or not ns or len(ns) > 256:
+            raise ValueError("namespace must be a non-empty string of at most 256 characters")
+        if len(question) > self.config.max_question_chars:
+            raise _Oversize(len(question))
+        ctx = _context_text(context)
+        canonical = canonicalize(question)
+        partition = self.keys.partition(ns, llm_string, ctx)
+        result = (Ref(self.keys.entry(partition, canonical), ns, partition), canonical)
+        if isinstance(context, str) and len(question) + len(context) < _MEMO_MAX_CHARS:
+            if len(self._memo) >= _MEMO_MAX:
+                self._memo.clear()
+            self._memo[memo_key] = result  # type: ignore[index]
+        if ns not in self._watched:
+            self._watched.add(ns)
+            self.news.watch(ns)
+        return result
+
+    def ref(self, question: str, *, context: Any = "", llm_string: str = "",
+            namespace: str | None = None) -> Ref:
+        """The address of a question's entry (key, namespace, partition)."""
+        try:
+            return self._ref(question, context, llm_string, namespace)[0]
+        except _Oversize as exc:
+            raise ValueError(f"question longer than max_question_chars ({exc})") from None
+
+    def _oversize(self, ns: str | None, size: int, what: str) -> None:
+        self._emit_if_active(Rejected(ns or self.namespace, "", f"{what} too long", size))
+
+    def _hit(self, entry: Entry, tier: TierName, kind: MatchKind, score: float,
+             evidence: Mapping[str, Any] | None, started: float, question: str) -> CacheHit:
+        hit = CacheHit(entry.value, tier, kind, score, entry.key, entry.namespace,
+                       entry.partition, entry.question, entry.expires, evidence)
+        if self.bus.active:
+            self._emit(Hit(entry.namespace, entry.key, tier, kind, perf_counter() - started,
+                           score, question))
+        return hit
+
+    def _miss(self, ref: Ref, started: float, question: str) -> None:
+        if self.bus.active:
+            self._emit(Miss(ref.namespace, ref.key, perf_counter() - started, question))
+
+    # -- tier calls behind breakers (sync) ------------------------------------------
+
+    def _tier_get(self, tier: Tier, ref: Ref, now: float) -> Entry | None:
+        if not self.breakers[tier.name].allow():
+            return None
+        t = perf_counter()
+        try:
+            entry = tier.get(ref, now)
+        except Exception as exc:  # never into the caller's chain
+            self._failed(tier, "get", exc, ref.namespace, t)
+            return None
+        self.breakers[tier.name].success()
+        return entry
+
+    def _tier_call(self, tier: Tier, op: str, ns: str, fn: Callable[[], Any]) -> Any:
+        """Run a write-side tier call; None (and an event) when it fails."""
+        if not self.breakers[tier.name].allow():
+            self._emit_if_active(TierFailed(ns, "", tier.name, op, "circuit open"))
+            return None
+        t = perf_counter()
+        try:
+            out = fn()
+        except Exception as exc:
+            self._failed(tier, op, exc, ns, t)
+            return None
+        self.breakers[tier.name].success()
+        return True if out is None else out
+
+    def _promote(self, entry: Entry, source: TierName, now: float) -> None:
+        if "l1" in self.promote_to:
+            self.l1.set(entry, now)
+        if source == "l3" and self.l2 is not None and "l2" in self.promote_to:
+            self._tier_call(self.l2, "promote", entry.namespace,
+                            lambda: self.l2.set(entry, now))  # type: ignore[union-attr]
+
+    # -- lookup -------------------------------------------------------------------
+
+    def lookup(self, question: str, *, context: Any = "", llm_string: str = "",
+               namespace: str | None = None) -> CacheHit | None:
+        """Find a cached answer: exact first (L1, L2, L3), then semantic."""
+        started = perf_counter()
+        try:
+            ref, canonical = self._ref(question, context, llm_string, namespace)
+        except _Oversize as exc:
+            self._oversize(namespace, exc.args[0], "question")
+            return None
+        now = self._clock()
+        entry = self.l1.get(ref, now)
+        if entry is not None:
+            return self._hit(entry, "l1", "exact", 1.0, None, started, question)
+        for tier in self.lower:
+            entry = self._tier_get(tier, ref, now)
+            if entry is not None:
+                self._promote(entry, tier.name, now)
+                return self._hit(entry, tier.name, "exact", 1.0, None, started, question)
+        if self.semantic is not None:
+            hit = self.semantic.lookup(ref, question, canonical, now)
+            if hit is not None:
+                if self.bus.active:
+                    self._emit(Hit(ref.namespace, hit.key, hit.tier, "semantic",
+                                   perf_counter() - started, hit.score, question))
+                return hit
+        self._miss(ref, started, question)
+        return None
+
+    def lookup_many(self, questions: Sequence[str], *, context: Any = "", llm_string: str = "",
+                    namespace: str | None = None) -> list[CacheHit | None]:
+        """Batch lookup: one round trip per lower tier for all L1 misses."""
+        started = perf_counter()
+        now = self._clock()
+        out: list[CacheHit | None] = [None] * len(questions)
+        refs: dict[int, tuple[Ref, str]] = {}
+        for i, q in enumerate(questions):
+            try:
+                refs[i] = self._ref(q, context, llm_string, namespace)
+            except _Oversize as exc:
+                self._oversize(namespace, exc.args[0], "question")
+        todo: list[int] = []
+        for i, (ref, _) in refs.items():
+            entry = self.l1.get(ref, now)
+            if entry is None:
+                todo.append(i)
+            else:
+                out[i] = self._hit(entry, "l1", "exact", 1.0, None, started, questions[i])
+        for tier in self.lower:
+            if not todo or not self.breakers[tier.name].allow():
+                continue
+            t = perf_counter()
+            try:
+                found = tier.get_many([refs[i][0] for i in todo], now)
+            except Exception as exc:
+                self._failed(tier, "get_many", exc, refs[todo[0]][0].namespace, t)
+                continue
+            self.breakers[tier.name].success()
+            rest: list[int] = []
+            for i in todo:
+                entry = found.get(refs[i][0].key)
+                if entry is None:
+                    rest.append(i)
+                else:
+                    self._promote(entry, tier.name, now)
+                    out[i] = self._hit(entry, tier.name, "exact", 1.0, None, started,
+                                       questions[i])
+            todo = rest
+        for i in todo:
+            ref, canonical = refs[i]
+            if self.semantic is not None:
+                out[i] = self.semantic.lookup(ref, questions[i], canonical, now)
+            if out[i] is None:
+                self._miss(ref, started, questions[i])
+        return out
+
+    # -- store --------------------------------------------------------------------
+
+    def _entry(self, ref: Ref, question: str, value: Any, ttl: float | None,
+               tags: Iterable[str] | None, now: float) -> Entry:
+        """Validate the caller's arguments and build the entry (not yet encoded)."""
+        tags_t = _check_tags(tags)
+        if ttl is None:
+            ttl = self.default_ttl
+        elif isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
+            raise ValueError("ttl must be a positive number of seconds")
+        if not isinstance(value, _PRIMITIVES):
+            # The value every tier returns is the JSON round trip; L1 must agree.
+            try:
+                value = json.loads(json.dumps(value, check_circular=True))
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise ValueError(f"cache values must be JSON data: {exc}") from exc
+        return Entry(ref.key, ref.namespace, ref.partition, question, value, now,
+                     None if ttl is None else now + ttl, tags_t)
+
+    def _finish_entry(self, entry: Entry) -> bool:
+        """Encode (ValueError for non-JSON data); False if over the size limit."""
+        self.codec.encode(entry)
+        if entry.size > self.config.max_entry_bytes:
+            self._emit_if_active(Rejected(entry.namespace, entry.key, "entry too large",
+                                          entry.size))
+            return False
+        return True
+
+    def store(self, question: str, value: Any, *, context: Any = "", llm_string: str = "",
+              namespace: str | None = None, ttl: float | None = None,
+              tags: Iterable[str] | None = None) -> bool:
+        """Cache ``value`` (JSON data) as the answer to ``question``.
+
+        Returns False when a configured limit refused it (an event says which)."""
+        started = perf_counter()
+        try:
+            ref, canonical = self._ref(question, context, llm_string, namespace)
+        except _Oversize as exc:
+            self._oversize(namespace, exc.args[0], "question")
+            return False
+        now = self._clock()
+        entry = self._entry(ref, question, value, ttl, tags, now)
+        if self.semantic is not None:
+            entry.vector = self.semantic.vector_for(canonical, ref.namespace)
+        if not self._finish_entry(entry):
+            return False
+        self.l1.set(entry, now)
+        done: list[TierName] = ["l1"]
+        for tier in self.lower:
+            if self._tier_call(tier, "set", ref.namespace,
+                               lambda t=tier: t.set(entry, now)) is not None:  # type: ignore[misc]
+                done.append(tier.name)
+        self._stored(entry, done, started)
+        return True
+
+    def _stored(self, entry: Entry, done: list[TierName], started: float) -> None:
+        if self.semantic is not None:
+            self.semantic.added(entry)
+        body: dict[str, Any] = {"key": entry.key}
+        self.news.publish(entry.namespace, "put", body)
+        if self.bus.active:
+            self._emit(Stored(entry.namespace, entry.key, tuple(done), entry.size,
+                              perf_counter() - started, entry.question))
+
+    # -- removal ------------------------------------------------------------------
+
+    def delete(self, question: str, *, context: Any = "", llm_string: str = "",
+               namespace: str | None = None) -> None:
+        """Remove one question's entry from every tier."""
+        ref = self.ref(question, context=context, llm_string=llm_string, namespace=namespace)
+        self.l1.delete([ref])
+        for tier in self.lower:
+            self._tier_call(tier, "delete", ref.namespace,
+                            lambda t=tier: t.delete([ref]))  # type: ignore[misc]
+        self._removed(ref.namespace, [ref.key], (), "del")
+
+    def invalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
+        """Drop every entry carrying any of ``tags`` from every tier (and from
+        peers' L1 through the news feed).  Returns how many distinct entries went."""
+        tags_t = _check_tags(tags)
+        ns = self.namespace if namespace is None else namespace
+        keys = {r.key for r in self.l1.invalidate(ns, tags_t)}
+        for tier in self.lower:
+            refs = self._tier_call(tier, "invalidate", ns,
+                                   lambda t=tier: t.invalidate(ns, tags_t))  # type: ignore[misc]
+            if isinstance(refs, list):
+                keys.update(r.key for r in refs)
+        self._removed(ns, sorted(keys), tags_t, "inv")
+        return len(keys)
+
+    def _removed(self, ns: str, keys: list[str], tags: tuple[str, ...], kind: str) -> None:
+        if self.semantic is not None:
+            self.semantic.removed(keys)
+        self.news.publish(ns, kind, {"keys": keys, "tags": list(tags)})
+        if kind == "inv":
+            self._emit_if_active(Invalidated(ns, "", tags, len(keys)))
+
+    def clear(self, namespace: str | None = None) -> None:
+        """Remove every entry (of one namespace, or of all) from every tier."""
+        self.l1.clear(namespace)
+        for tier in self.lower:
+            self._tier_call(tier, "clear", namespace or "",
+                            lambda t=tier: t.clear(namespace))  # type: ignore[misc]
+        self._cleared(namespace)
+
+    def _cleared(self, namespace: str | None) -> None:
+        if self.semantic is not None:
+            self.semantic.cleared(namespace)
+        self.news.publish(_ALL if namespace is None else namespace, "clear",
+                          {"ns": namespace})
+        self._emit_if_active(Cleared(namespace or "", ""))
+
+    # -- news from peers ----------------------------------------------------------
+
+    def _on_news(self, ns: str, kind: str, body: dict[str, Any]) -> None:
+        if kind in ("put", "del", "inv"):
+            keys = body.get("keys") or ([body["key"]] if "key" in body else [])
+            self.l1.discard(keys)
+            if kind == "inv":
+                self.l1.invalidate(ns, body.get("tags") or [])
+            if kind != "put" and self.semantic is not None:
+                self.semantic.removed(keys)
+        elif kind == "clear":
+            target = body.get("ns")
+            self.l1.clear(target)
+            if self.semantic is not None:
+                self.semantic.cleared(target)
+        if self.semantic is not None and hasattr(self.semantic, "on_news"):
+            self.semantic.on_news(ns, kind, body)
+
+    # -- semantic feedback --------------------------------------------------------
+
+    def feedback(self, hit: CacheHit, *, correct: bool) -> None:
+        """Report whether a hit was right.  A wrong semantic hit tightens that
+        partition's threshold; a wrong exact hit drops the entry."""
+        if not isinstance(hit, CacheHit):
+            raise ValueError("feedback needs the CacheHit a lookup returned")
+        if self.semantic is not None:
+            self.semantic.feedback(hit, correct)
+        elif not correct and hit.kind == "exact":
+            ref = Ref(hit.key, hit.namespace, hit.partition)
+            self.l1.delete([ref])
+            for tier in self.lower:
+                self._tier_call(tier, "delete", ref.namespace,
+                                lambda t=tier: t.delete([ref]))  # type: ignore[misc]
+            self._removed(ref.namespace, [ref.key], (), "del")
+
+    # -- introspection ------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """Sizes and states for analytics and the command line."""
+        out: dict[str, Any] = {
+            "namespace": self.namespace,
+            "l1_entries": len(self.l1),
+            "l1_bytes": self.l1.bytes_used,
+            "l1_max_entries": self.l1.max_entries,
+            "l1_max_bytes": self.l1.max_bytes,
+            "l1_policy": self.l1.policy.name,
+            "default_ttl": self.default_ttl,
+            "tiers": ["l1", *(t.name for t in self.lower)],
+            "breakers": {k: b.state for k, b in self.breakers.items()},
+        }
+        if self.l2 is not None and self._allowed("l2"):
+            try:
+                out["l2_bytes"] = self.l2.total_bytes()
+                out["l2_entries"] = self.l2.count()
+            except Exception as exc:
+                out["l2_error"] = str(exc)
+        return out
+
+    # -- closing ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the news thread and close every tier."""
+        self.news.stop()
+        if self.semantic is not None:
+            self.semantic.close()
+        for tier in self.lower:
+            try:
+                tier.close()
+            except Exception:
+                _log.debug("rag-cache: closing %s failed", tier.name, exc_info=True)
+        self.l1.close()
+
+    def __enter__(self) -> RagCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> RagCache:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- async twins ----------------------------------------------------------------
+
+    async def _atier_get(self, tier: Tier, ref: Ref, now: float) -> Entry | None:
+        if not self.breakers[tier.name].allow():
+            return None
+        t = perf_counter()
+        try:
+            entry = await tier.aget(ref, now)
+        except Exception as exc:
+            self._failed(tier, "get", exc, ref.namespace, t)
+            return None
+        self.breakers[tier.name].success()
+        return entry
+
+    async def _atier_call(self, tier: Tier, op: str, ns: str, coro_fn: Callable[[], Any]) -> Any:
+        if not self.breakers[tier.name].allow():
+            self._emit_if_active(TierFailed(ns, "", tier.name, op, "circuit open"))
+            return None
+        t = perf_counter()
+        try:
+            out = await coro_fn()
+        except Exception as exc:
+            self._failed(tier, op, exc, ns, t)
+            return None
+        self.breakers[tier.name].success()
+        return True if out is None else out
+
+    async def _apromote(self, entry: Entry, source: TierName, now: float) -> None:
+        if "l1" in self.promote_to:
+            self.l1.set(entry, now)
+        if source == "l3" and self.l2 is not None and "l2" in self.promote_to:
+            l2 = self.l2
+            await self._atier_call(l2, "promote", entry.namespace, lambda: l2.aset(entry, now))
+
+    async def alookup(self, question: str, *, context: Any = "", llm_string: str = "",
+                      namespace: str | None = None) -> CacheHit | None:
+        """Async ``lookup``."""
+        started = perf_counter()
+        try:
+            ref, canonical = self._ref(question, context, llm_string, namespace)
+        except _Oversize as exc:
+            self._oversize(namespace, exc.args[0], "question")
+            return None
+        now = self._clock()
+        entry = self.l1.get(ref, now)
+        if entry is not None:
+            return self._hit(entry, "l1", "exact", 1.0, None, started, question)
+        for tier in self.lower:
+            entry = await self._atier_get(tier, ref, now)
+            if entry is not None:
+                await self._apromote(entry, tier.name, now)
+                return self._hit(entry, tier.name, "exact", 1.0, None, started, question)
+        if self.semantic is not None:
+            hit = await self.semantic.alookup(ref, question, canonical, now)
+            if hit is not None:
+                if self.bus.active:
+                    self._emit(Hit(ref.namespace, hit.key, hit.tier, "semantic",
+                                   perf_counter() - started, hit.score, question))
+                return hit
+        self._miss(ref, started, question)
+        return None
+
+    async def alookup_many(self, questions: Sequence[str], *, context: Any = "",
+                           llm_string: str = "",
+                           namespace: str | None = None) -> list[CacheHit | None]:
+        """Async ``lookup_many``: one pipelined round trip per lower tier."""
+        started = perf_counter()
+        now = self._clock()
+        out: list[CacheHit | None] = [None] * len(questions)
+        refs: dict[int, tuple[Ref, str]] = {}
+        for i, q in enumerate(questions):
+            try:
+                refs[i] = self._ref(q, context, llm_string, namespace)
+            except _Oversize as exc:
+                self._oversize(namespace, exc.args[0], "question")
+        todo: list[int] = []
+        for i, (ref, _) in refs.items():
+            entry = self.l1.get(ref, now)
+            if entry is None:
+                todo.append(i)
+            else:
+                out[i] = self._hit(entry, "l1", "exact", 1.0, None, started, questions[i])
+        for tier in self.lower:
+            if not todo or not self.breakers[tier.name].allow():
+                continue
+            t = perf_counter()
+            try:
+                found = await tier.aget_many([refs[i][0] for i in todo], now)
+            except Exception as exc:
+                self._failed(tier, "get_many", exc, refs[todo[0]][0].namespace, t)
+                continue
+            self.breakers[tier.name].success()
+            rest: list[int] = []
+            for i in todo:
+                entry = found.get(refs[i][0].key)
+                if entry is None:
+                    rest.append(i)
+                else:
+                    await self._apromote(entry, tier.name, now)
+                    out[i] = self._hit(entry, tier.name, "exact", 1.0, None, started,
+                                       questions[i])
+            todo = rest
+        for i in todo:
+            ref, canonical = refs[i]
+            if self.semantic is not None:
+                out[i] = await self.semantic.alookup(ref, questions[i], canonical, now)
+            if out[i] is None:
+                self._miss(ref, started, questions[i])
+        return out
+
+    async def astore(self, question: str, value: Any, *, context: Any = "",
+                     llm_string: str = "", namespace: str | None = None,
+                     ttl: float | None = None, tags: Iterable[str] | None = None) -> bool:
+        """Async ``store``."""
+        started = perf_counter()
+        try:
+            ref, canonical = self._ref(question, context, llm_string, namespace)
+        except _Oversize as exc:
+            self._oversize(namespace, exc.args[0], "question")
+            return False
+        now = self._clock()
+        entry = self._entry(ref, question, value, ttl, tags, now)
+        if self.semantic is not None:
+            entry.vector = await self.semantic.avector_for(canonical, ref.namespace)
+        if not self._finish_entry(entry):
+            return False
+        self.l1.set(entry, now)
+        done: list[TierName] = ["l1"]
+        for tier in self.lower:
+            if await self._atier_call(tier, "set", ref.namespace,
+                                      lambda t=tier: t.aset(entry, now)) is not None:  # type: ignore[misc]
+                done.append(tier.name)
+        self._stored(entry, done, started)
+        return True
+
+    async def adelete(self, question: str, *, context: Any = "", llm_string: str = "",
+                      namespace: str | None = None) -> None:
+        """Async ``delete``."""
+        ref = self.ref(question, context=context, llm_string=llm_string, namespace=namespace)
+        self.l1.delete([ref])
+        for tier in self.lower:
+            await self._atier_call(tier, "delete", ref.namespace,
+                                   lambda t=tier: t.adelete([ref]))  # type: ignore[misc]
+        self._removed(ref.namespace, [ref.key], (), "del")
+
+    async def ainvalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
+        """Async ``invalidate``."""
+        tags_t = _check_tags(tags)
+        ns = self.namespace if namespace is None else namespace
+        keys = {r.key for r in self.l1.invalidate(ns, tags_t)}
+        for tier in self.lower:
+            refs = await self._atier_call(
+                tier, "invalidate", ns, lambda t=tier: t.ainvalidate(ns, tags_t))  # type: ignore[misc]
+            if isinstance(refs, list):
+                keys.update(r.key for r in refs)
+        self._removed(ns, sorted(keys), tags_t, "inv")
+        return len(keys)
+
+    async def aclear(self, namespace: str | None = None) -> None:
+        """Async ``clear``."""
+        self.l1.clear(namespace)
+        for tier in self.lower:
+            await self._atier_call(tier, "clear", namespace or "",
+                                   lambda t=tier: t.aclear(namespace))  # type: ignore[misc]
+        self._cleared(namespace)
+
+    async def aclose(self) -> None:
+        """Async ``close``: also closes this event loop's async connections."""
+        self.news.stop()
+        for tier in self.lower:
+            try:
+                await tier.aclose()
+            except Exception:
+                _log.debug("rag-cache: closing %s failed", tier.name, exc_info=True)
+        self.close()
