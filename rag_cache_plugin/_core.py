@@ -270,12 +270,13 @@ class RagCache:
                        entry.partition, entry.question, entry.expires, evidence)
         if self.bus.active:
             self._emit(Hit(entry.namespace, entry.key, tier, kind, perf_counter() - started,
-                           score, question))
+                           score, question, entry.partition))
         return hit
 
     def _miss(self, ref: Ref, started: float, question: str) -> None:
         if self.bus.active:
-            self._emit(Miss(ref.namespace, ref.key, perf_counter() - started, question))
+            self._emit(Miss(ref.namespace, ref.key, perf_counter() - started, question,
+                            partition=ref.partition))
 
     # -- tier calls behind breakers (sync) ------------------------------------------
 
@@ -337,7 +338,7 @@ class RagCache:
             if hit is not None:
                 if self.bus.active:
                     self._emit(Hit(ref.namespace, hit.key, hit.tier, "semantic",
-                                   perf_counter() - started, hit.score, question))
+                                   perf_counter() - started, hit.score, question, ref.partition))
                 return hit
         self._miss(ref, started, question)
         return None
@@ -451,7 +452,7 @@ class RagCache:
         self.news.publish(entry.namespace, "put", body)
         if self.bus.active:
             self._emit(Stored(entry.namespace, entry.key, tuple(done), entry.size,
-                              perf_counter() - started, entry.question))
+                              perf_counter() - started, entry.question, entry.partition))
 
     # -- removal ------------------------------------------------------------------
 
@@ -642,7 +643,7 @@ class RagCache:
             if hit is not None:
                 if self.bus.active:
                     self._emit(Hit(ref.namespace, hit.key, hit.tier, "semantic",
-                                   perf_counter() - started, hit.score, question))
+                                   perf_counter() - started, hit.score, question, ref.partition))
                 return hit
         self._miss(ref, started, question)
         return None

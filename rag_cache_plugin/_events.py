@@ -15,6 +15,8 @@ from typing import Literal
 __all__ = [
     "BreakerChanged",
     "CacheEvent",
+    "CallCompleted",
+    "ChainBoundary",
     "Cleared",
     "Corrupt",
     "EventBus",
@@ -24,6 +26,7 @@ __all__ = [
     "Hit",
     "Invalidated",
     "Miss",
+    "QueryObserved",
     "Rejected",
     "Stored",
     "TierFailed",
@@ -50,6 +53,7 @@ class Hit(CacheEvent):
     latency: float
     score: float = 1.0
     question: str = ""
+    partition: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ class Miss(CacheEvent):
     latency: float
     question: str = ""
     reason: str = "absent"
+    partition: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +70,7 @@ class Stored(CacheEvent):
     size: int
     latency: float
     question: str = ""
+    partition: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +129,53 @@ class FeedbackReported(CacheEvent):
     score: float
     kind: MatchKind
     partition: str = ""
+
+
+# -- events framework handlers emit (LangChain callbacks, LlamaIndex instrumentation) --
+
+Operation = Literal["llm", "chat", "embedding", "retrieval", "query", "chain", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallCompleted(CacheEvent):
+    """A model, retriever, query engine or chain call observed by a framework handler
+    (analytics counts these: latency, tokens, cost, errors)."""
+
+    op: Operation
+    latency: float
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached: bool = False
+    """The framework got the answer from this cache (its cache marks said so)."""
+    error: str = ""
+    question: str = ""
+    source: str = ""
+    """"langchain" or "llama_index"."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueryObserved(CacheEvent):
+    """A question a user asked, with what answering it cost (warming's query log)."""
+
+    question: str
+    latency: float
+    context: str = ""
+    llm_string: str = ""
+    model: str = ""
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached: bool = False
+    source: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainBoundary(CacheEvent):
+    """A top-level chain or query finished: a safe point for the tuner to act."""
+
+    latency: float
+    error: str = ""
+    source: str = ""
 
 
 Listener = Callable[[CacheEvent], None]
