@@ -273,6 +273,17 @@ class RagCache:
                            score, question, entry.partition))
         return hit
 
+    def _l1_hit(self, entry: Entry, started: float, question: str) -> CacheHit:
+        hit: CacheHit | None = entry.hit
+        if hit is None:
+            hit = entry.hit = CacheHit(entry.value, "l1", "exact", 1.0, entry.key,
+                                       entry.namespace, entry.partition, entry.question,
+                                       entry.expires)
+        if self.bus.active:
+            self._emit(Hit(entry.namespace, entry.key, "l1", "exact", perf_counter() - started,
+                           1.0, question, entry.partition))
+        return hit
+
     def _miss(self, ref: Ref, started: float, question: str) -> None:
         if self.bus.active:
             self._emit(Miss(ref.namespace, ref.key, perf_counter() - started, question,
@@ -327,7 +338,7 @@ class RagCache:
         now = self._clock()
         entry = self.l1.get(ref, now)
         if entry is not None:
-            return self._hit(entry, "l1", "exact", 1.0, None, started, question)
+            return self._l1_hit(entry, started, question)
         for tier in self.lower:
             entry = self._tier_get(tier, ref, now)
             if entry is not None:
@@ -361,7 +372,7 @@ class RagCache:
             if entry is None:
                 todo.append(i)
             else:
-                out[i] = self._hit(entry, "l1", "exact", 1.0, None, started, questions[i])
+                out[i] = self._l1_hit(entry, started, questions[i])
         for tier in self.lower:
             if not todo or not self.breakers[tier.name].allow():
                 continue
@@ -632,7 +643,7 @@ class RagCache:
         now = self._clock()
         entry = self.l1.get(ref, now)
         if entry is not None:
-            return self._hit(entry, "l1", "exact", 1.0, None, started, question)
+            return self._l1_hit(entry, started, question)
         for tier in self.lower:
             entry = await self._atier_get(tier, ref, now)
             if entry is not None:
@@ -667,7 +678,7 @@ class RagCache:
             if entry is None:
                 todo.append(i)
             else:
-                out[i] = self._hit(entry, "l1", "exact", 1.0, None, started, questions[i])
+                out[i] = self._l1_hit(entry, started, questions[i])
         for tier in self.lower:
             if not todo or not self.breakers[tier.name].allow():
                 continue

@@ -27,6 +27,9 @@ class Entry:
     tags: tuple[str, ...] = ()
     vector: bytes | None = None
     raw: bytes = field(default=b"", repr=False)
+    hit: Any = field(default=None, repr=False, compare=False)
+    """The immutable L1 ``CacheHit`` of this entry, built on its first L1 hit and
+    reused: an L1 hit then allocates nothing."""
 
     def remaining(self, now: float) -> float | None:
         """Seconds left to live, None for no expiry (<= 0 means expired)."""

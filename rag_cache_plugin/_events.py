@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 __all__ = [
@@ -187,16 +187,16 @@ class _Subscription:
     types: tuple[type[CacheEvent], ...] | None
 
 
-@dataclass
 class EventBus:
     """Synchronous fan-out.  A failing listener is logged and never breaks a lookup."""
 
-    _subs: tuple[_Subscription, ...] = field(default=())
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    __slots__ = ("_lock", "_subs", "active")
 
-    @property
-    def active(self) -> bool:
-        return bool(self._subs)
+    def __init__(self) -> None:
+        self._subs: tuple[_Subscription, ...] = ()
+        self._lock = threading.Lock()
+        self.active = False
+        """True while anyone listens; a plain attribute because the hot path reads it."""
 
     def subscribe(
         self, listener: Listener, types: tuple[type[CacheEvent], ...] | None = None
@@ -206,10 +206,12 @@ class EventBus:
         with self._lock:
             # Copy-on-write: emit() iterates a tuple without taking the lock.
             self._subs = (*self._subs, sub)
+            self.active = True
 
         def unsubscribe() -> None:
             with self._lock:
                 self._subs = tuple(s for s in self._subs if s is not sub)
+                self.active = bool(self._subs)
 
         return unsubscribe
 

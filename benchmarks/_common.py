@@ -1,0 +1,55 @@
+"""Shared helpers of the benchmarks: timing, machine description, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "system": f"{platform.system()} {platform.release()}"}
+
+
+def per_op(fn: Callable[[], object], n: int, *, repeats: int = 5, warmup: int = 100) -> float:
+    """Median seconds per call over ``repeats`` runs of ``n`` calls."""
+    for _ in range(min(warmup, n)):
+        fn()
+    runs = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        runs.append((time.perf_counter() - t) / n)
+    return statistics.median(runs)
+
+
+def write(name: str, data: dict[str, Any], table: str) -> None:
+    """Write ``results/<name>.json`` and ``results/<name>.md``."""
+    RESULTS.mkdir(exist_ok=True)
+    data = {"machine": machine(), **data}
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    m = data["machine"]
+    (RESULTS / f"{name}.md").write_text(
+        f"{table}\n\nMachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['system']}.\n")
+
+
+def fmt_us(seconds: float) -> str:
+    return f"{seconds * 1e6:,.1f} µs"

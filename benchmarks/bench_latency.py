@@ -1,0 +1,148 @@
+"""Hit and store latency of each tier beside LangChain's own caches, in one process.
+
+    python benchmarks/bench_latency.py
+
+Baselines (measured in the same run, same payload): ``InMemoryCache`` for L1,
+``langchain_community`` ``SQLiteCache`` for L2, ``RedisCache`` and a bare redis-py
+``GET`` of the same bytes for L3.  Every figure is reported as a ratio.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _common import fmt_us, per_op, write  # noqa: E402
+
+from rag_cache_plugin import CacheConfig, RagCache, RedisConfig  # noqa: E402
+
+PROMPT = "What are the main differences between a Redis Cluster and Redis Sentinel?"
+LLM_STRING = "model=gpt-4o-mini temperature=0.0 stop=None"
+ANSWER = ("Redis Cluster shards the keyspace over several primaries, each with replicas, "
+          "while Sentinel watches one primary and its replicas and promotes a replica "
+          "when the primary fails. ") * 4
+
+
+def _generations() -> tuple[list[Any], Any]:
+    from langchain_core.outputs import Generation
+
+    gens = [Generation(text=ANSWER, generation_info={"finish_reason": "stop"})]
+    # The JSON the cache stores for the same generations (what RagLLMCache stores).
+    return gens, [{"text": ANSWER, "generation_info": {"finish_reason": "stop"}, "type": "Generation"}]
+
+
+def bench_l1(value: Any, gens: list[Any]) -> dict[str, float]:
+    from langchain_core.caches import InMemoryCache
+
+    base = InMemoryCache()
+    base.update(PROMPT, LLM_STRING, gens)
+    ours = RagCache(CacheConfig())
+    ours.store(PROMPT, value, llm_string=LLM_STRING)
+    n = 50_000
+    b = per_op(lambda: base.lookup(PROMPT, LLM_STRING), n)
+    o = per_op(lambda: ours.lookup(PROMPT, llm_string=LLM_STRING), n)
+    ours.close()
+    return {"l1_hit": o, "inmemorycache_hit": b, "l1_hit_ratio": o / b}
+
+
+def bench_l2(value: Any, gens: list[Any], tmp: Path) -> dict[str, float]:
+    from langchain_community.cache import SQLiteCache
+
+    base = SQLiteCache(database_path=str(tmp / "langchain.db"))
+    base.update(PROMPT, LLM_STRING, gens)
+    # No L1, so every lookup reads the SQLite file.
+    ours = RagCache(CacheConfig(sqlite_path=tmp / "ours.db", l1_max_entries=0))
+    ours.store(PROMPT, value, llm_string=LLM_STRING)
+    n = 2_000
+    b_hit = per_op(lambda: base.lookup(PROMPT, LLM_STRING), n)
+    o_hit = per_op(lambda: ours.lookup(PROMPT, llm_string=LLM_STRING), n)
+    counter = iter(range(10**9))
+    b_store = per_op(lambda: base.update(f"{PROMPT} {next(counter)}", LLM_STRING, gens), 300,
+                     warmup=20)
+    o_store = per_op(lambda: ours.store(f"{PROMPT} {next(counter)}", value,
+                                        llm_string=LLM_STRING), 300, warmup=20)
+    ours.close()
+    return {"l2_hit": o_hit, "sqlitecache_hit": b_hit, "l2_hit_speedup": b_hit / o_hit,
+            "l2_store": o_store, "sqlitecache_store": b_store,
+            "l2_store_speedup": b_store / o_store}
+
+
+def bench_l3(value: Any, gens: list[Any], url: str) -> dict[str, float]:
+    import redis
+    from langchain_community.cache import RedisCache
+
+    client = redis.Redis.from_url(url)
+    base = RedisCache(redis_=client)
+    base.update(PROMPT, LLM_STRING, gens)
+    ours = RagCache(CacheConfig(redis=RedisConfig(url=url), l1_max_entries=0))
+    ours.store(PROMPT, value, llm_string=LLM_STRING)
+    name = ours.l3.data_key(ours.ref(PROMPT, llm_string=LLM_STRING))  # type: ignore[union-attr]
+    raw = client.get(name)
+    assert raw is not None
+    client.set("bare-get", raw)
+    n = 3_000
+    rounds = []
+    # Interleave the three so drift on a busy machine hits all alike.
+    for _ in range(3):
+        rounds.append((per_op(lambda: client.get("bare-get"), n),
+                       per_op(lambda: ours.lookup(PROMPT, llm_string=LLM_STRING), n),
+                       per_op(lambda: base.lookup(PROMPT, LLM_STRING), n)))
+    bare, o, b = (min(r[i] for r in rounds) for i in range(3))
+    ours.close()
+    client.close()
+    return {"l3_hit": o, "bare_get": bare, "rediscache_hit": b, "l3_vs_bare_get": o / bare,
+            "l3_speedup_vs_rediscache": b / o, "payload_bytes": len(raw)}
+
+
+def main() -> dict[str, Any]:
+    from rag_cache_plugin._localredis import LocalRedis
+
+    gens, value = _generations()
+    with tempfile.TemporaryDirectory() as d, LocalRedis() as server:
+        res: dict[str, Any] = {}
+        res.update(bench_l1(value, gens))
+        res.update(bench_l2(value, gens, Path(d)))
+        res.update(bench_l3(value, gens, server.url))
+    try:
+        from bench_adapter_latency import bench_adapter  # the LangChain adapter path
+    except ImportError:
+        pass
+    else:
+        res.update(bench_adapter())
+    targets = {
+        "L1 hit vs InMemoryCache (ratio, target <= 10x)": (res["l1_hit_ratio"], res["l1_hit_ratio"] <= 10),
+        "L2 hit speed-up vs SQLiteCache (target >= 10x)": (res["l2_hit_speedup"], res["l2_hit_speedup"] >= 10),
+        "L2 store speed-up vs SQLiteCache (target >= 20x)": (res["l2_store_speedup"], res["l2_store_speedup"] >= 20),
+        "L3 hit vs bare GET (ratio, target <= 1.3x)": (res["l3_vs_bare_get"], res["l3_vs_bare_get"] <= 1.3),
+        "L3 hit speed-up vs RedisCache (target >= 1.5x)": (res["l3_speedup_vs_rediscache"], res["l3_speedup_vs_rediscache"] >= 1.5),
+    }
+    if "adapter_l1_ratio" in res:
+        targets["RagLLMCache L1 hit vs InMemoryCache, chat prompt (target <= 10x)"] = (
+            res["adapter_l1_ratio"], res["adapter_l1_ratio"] <= 10)
+    rows = ["| measure | ours | baseline | figure | target met |", "|---|---|---|---|---|"]
+    pairs = {
+        "L1 hit vs InMemoryCache (ratio, target <= 10x)": ("l1_hit", "inmemorycache_hit"),
+        "L2 hit speed-up vs SQLiteCache (target >= 10x)": ("l2_hit", "sqlitecache_hit"),
+        "L2 store speed-up vs SQLiteCache (target >= 20x)": ("l2_store", "sqlitecache_store"),
+        "L3 hit vs bare GET (ratio, target <= 1.3x)": ("l3_hit", "bare_get"),
+        "L3 hit speed-up vs RedisCache (target >= 1.5x)": ("l3_hit", "rediscache_hit"),
+        "RagLLMCache L1 hit vs InMemoryCache, chat prompt (target <= 10x)": (
+            "adapter_l1_hit", "adapter_inmemorycache_hit"),
+    }
+    for label, (figure, ok) in targets.items():
+        a, b = pairs[label]
+        rows.append(f"| {label} | {fmt_us(res[a])} | {fmt_us(res[b])} | {figure:.2f}x | "
+                    f"{'yes' if ok else 'NO'} |")
+    table = "\n".join(rows)
+    print(table)
+    write("latency", {"results": res, "targets_met": {k: v[1] for k, v in targets.items()}}, table)
+    return res
+
+
+if __name__ == "__main__":
+    main()
