@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -156,6 +159,8 @@ class RagCache:
         self.l2: SqliteTier | None = None
         self.l3: RedisTier | None = None
         self.breakers: dict[str, CircuitBreaker] = {}
+        self._replay: deque[tuple[Tier, Callable[[], Any]]] = deque()
+        self._replay_lock = threading.Lock()
         sources: list[NewsSource] = []
         if config.sqlite_path is not None:
             from ._tiers.sqlite import SqliteTier
@@ -182,7 +187,8 @@ class RagCache:
         self.lower: tuple[Tier, ...] = tuple(t for t in (self.l2, self.l3) if t is not None)
         self.news = NewsFeed(uuid.uuid4().hex, sources, self._on_news,
                              interval=config.news_poll_interval,
-                             on_error=self._news_failed, gate=self._allowed)
+                             on_error=self._news_failed, gate=self._allowed,
+                             on_cycle=self._replay_removals, on_ok=self._news_ok)
         self.news.watch(_ALL)
         self.news.watch(self.namespace)
         self._watched = {self.namespace}
@@ -214,6 +220,11 @@ class RagCache:
         self._emit_if_active(
             TierFailed(ns, "", tier.name, op, f"{type(exc).__name__}: {exc}",
                        perf_counter() - started))
+
+    def _news_ok(self, tier: str) -> None:
+        b = self.breakers.get(tier)
+        if b is not None:
+            b.success()
 
     def _news_failed(self, tier: str, exc: Exception) -> None:
         b = self.breakers.get(tier)
@@ -303,26 +314,51 @@ class RagCache:
         self.breakers[tier.name].success()
         return entry
 
-    def _tier_call(self, tier: Tier, op: str, ns: str, fn: Callable[[], Any]) -> Any:
-        """Run a write-side tier call; None (and an event) when it fails."""
+    def _tier_call(self, tier: Tier, op: str, ns: str, fn: Callable[[], Any],
+                   replay: Callable[[], Any] | None = None) -> Any:
+        """Run a write-side tier call; None (and an event) when it fails.  A failed
+        removal is kept in ``replay`` order and retried once the tier is back, so an
+        outage never lets an invalidated entry come back from a shared tier."""
         if not self.breakers[tier.name].allow():
             self._emit_if_active(TierFailed(ns, "", tier.name, op, "circuit open"))
+            self._defer(tier, replay)
             return None
         t = perf_counter()
         try:
             out = fn()
         except Exception as exc:
             self._failed(tier, op, exc, ns, t)
+            self._defer(tier, replay)
             return None
         self.breakers[tier.name].success()
         return True if out is None else out
+
+    def _defer(self, tier: Tier, replay: Callable[[], Any] | None) -> None:
+        if replay is not None:
+            with self._replay_lock:
+                self._replay.append((tier, replay))
+
+    def _replay_removals(self) -> None:
+        """Retry removals that failed during an outage (the news thread calls this)."""
+        while self._replay:
+            with self._replay_lock:
+                tier, fn = self._replay[0]
+            if not self.breakers[tier.name].allow():
+                return
+            try:
+                fn()
+            except Exception:
+                self.breakers[tier.name].failure()
+                return
+            self.breakers[tier.name].success()
+            with self._replay_lock:
+                self._replay.popleft()
 
     def _promote(self, entry: Entry, source: TierName, now: float) -> None:
         if "l1" in self.promote_to:
             self.l1.set(entry, now)
         if source == "l3" and self.l2 is not None and "l2" in self.promote_to:
-            self._tier_call(self.l2, "promote", entry.namespace,
-                            lambda: self.l2.set(entry, now))  # type: ignore[union-attr]
+            self._tier_call(self.l2, "promote", entry.namespace, partial(self.l2.set, entry, now))
 
     # -- lookup -------------------------------------------------------------------
 
@@ -450,8 +486,7 @@ class RagCache:
         self.l1.set(entry, now)
         done: list[TierName] = ["l1"]
         for tier in self.lower:
-            if self._tier_call(tier, "set", ref.namespace,
-                               lambda t=tier: t.set(entry, now)) is not None:  # type: ignore[misc]
+            if self._tier_call(tier, "set", ref.namespace, partial(tier.set, entry, now)) is not None:
                 done.append(tier.name)
         self._stored(entry, done, started)
         return True
@@ -473,8 +508,8 @@ class RagCache:
         ref = self.ref(question, context=context, llm_string=llm_string, namespace=namespace)
         self.l1.delete([ref])
         for tier in self.lower:
-            self._tier_call(tier, "delete", ref.namespace,
-                            lambda t=tier: t.delete([ref]))  # type: ignore[misc]
+            fn = partial(tier.delete, [ref])
+            self._tier_call(tier, "delete", ref.namespace, fn, fn)
         self._removed(ref.namespace, [ref.key], (), "del")
 
     def invalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
@@ -484,8 +519,8 @@ class RagCache:
         ns = self.namespace if namespace is None else namespace
         keys = {r.key for r in self.l1.invalidate(ns, tags_t)}
         for tier in self.lower:
-            refs = self._tier_call(tier, "invalidate", ns,
-                                   lambda t=tier: t.invalidate(ns, tags_t))  # type: ignore[misc]
+            fn = partial(tier.invalidate, ns, tags_t)
+            refs = self._tier_call(tier, "invalidate", ns, fn, fn)
             if isinstance(refs, list):
                 keys.update(r.key for r in refs)
         self._removed(ns, sorted(keys), tags_t, "inv")
@@ -502,8 +537,8 @@ class RagCache:
         """Remove every entry (of one namespace, or of all) from every tier."""
         self.l1.clear(namespace)
         for tier in self.lower:
-            self._tier_call(tier, "clear", namespace or "",
-                            lambda t=tier: t.clear(namespace))  # type: ignore[misc]
+            fn = partial(tier.clear, namespace)
+            self._tier_call(tier, "clear", namespace or "", fn, fn)
         self._cleared(namespace)
 
     def _cleared(self, namespace: str | None) -> None:
@@ -544,8 +579,8 @@ class RagCache:
             ref = Ref(hit.key, hit.namespace, hit.partition)
             self.l1.delete([ref])
             for tier in self.lower:
-                self._tier_call(tier, "delete", ref.namespace,
-                                lambda t=tier: t.delete([ref]))  # type: ignore[misc]
+                fn = partial(tier.delete, [ref])
+                self._tier_call(tier, "delete", ref.namespace, fn, fn)
             self._removed(ref.namespace, [ref.key], (), "del")
 
     # -- introspection ------------------------------------------------------------
@@ -563,7 +598,7 @@ class RagCache:
             "tiers": ["l1", *(t.name for t in self.lower)],
             "breakers": {k: b.state for k, b in self.breakers.items()},
         }
-        if self.l2 is not None and self._allowed("l2"):
+        if self.l2 is not None:
             try:
                 out["l2_bytes"] = self.l2.total_bytes()
                 out["l2_entries"] = self.l2.count()
@@ -611,15 +646,18 @@ class RagCache:
         self.breakers[tier.name].success()
         return entry
 
-    async def _atier_call(self, tier: Tier, op: str, ns: str, coro_fn: Callable[[], Any]) -> Any:
+    async def _atier_call(self, tier: Tier, op: str, ns: str, coro_fn: Callable[[], Any],
+                          replay: Callable[[], Any] | None = None) -> Any:
         if not self.breakers[tier.name].allow():
             self._emit_if_active(TierFailed(ns, "", tier.name, op, "circuit open"))
+            self._defer(tier, replay)
             return None
         t = perf_counter()
         try:
             out = await coro_fn()
         except Exception as exc:
             self._failed(tier, op, exc, ns, t)
+            self._defer(tier, replay)
             return None
         self.breakers[tier.name].success()
         return True if out is None else out
@@ -629,7 +667,7 @@ class RagCache:
             self.l1.set(entry, now)
         if source == "l3" and self.l2 is not None and "l2" in self.promote_to:
             l2 = self.l2
-            await self._atier_call(l2, "promote", entry.namespace, lambda: l2.aset(entry, now))
+            await self._atier_call(l2, "promote", entry.namespace, partial(l2.aset, entry, now))
 
     async def alookup(self, question: str, *, context: Any = "", llm_string: str = "",
                       namespace: str | None = None) -> CacheHit | None:
@@ -727,7 +765,7 @@ class RagCache:
         done: list[TierName] = ["l1"]
         for tier in self.lower:
             if await self._atier_call(tier, "set", ref.namespace,
-                                      lambda t=tier: t.aset(entry, now)) is not None:  # type: ignore[misc]
+                                      partial(tier.aset, entry, now)) is not None:
                 done.append(tier.name)
         self._stored(entry, done, started)
         return True
@@ -738,8 +776,8 @@ class RagCache:
         ref = self.ref(question, context=context, llm_string=llm_string, namespace=namespace)
         self.l1.delete([ref])
         for tier in self.lower:
-            await self._atier_call(tier, "delete", ref.namespace,
-                                   lambda t=tier: t.adelete([ref]))  # type: ignore[misc]
+            await self._atier_call(tier, "delete", ref.namespace, partial(tier.adelete, [ref]),
+                                   partial(tier.delete, [ref]))
         self._removed(ref.namespace, [ref.key], (), "del")
 
     async def ainvalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
@@ -748,8 +786,9 @@ class RagCache:
         ns = self.namespace if namespace is None else namespace
         keys = {r.key for r in self.l1.invalidate(ns, tags_t)}
         for tier in self.lower:
-            refs = await self._atier_call(
-                tier, "invalidate", ns, lambda t=tier: t.ainvalidate(ns, tags_t))  # type: ignore[misc]
+            refs = await self._atier_call(tier, "invalidate", ns,
+                                          partial(tier.ainvalidate, ns, tags_t),
+                                          partial(tier.invalidate, ns, tags_t))
             if isinstance(refs, list):
                 keys.update(r.key for r in refs)
         self._removed(ns, sorted(keys), tags_t, "inv")
@@ -759,8 +798,8 @@ class RagCache:
         """Async ``clear``."""
         self.l1.clear(namespace)
         for tier in self.lower:
-            await self._atier_call(tier, "clear", namespace or "",
-                                   lambda t=tier: t.aclear(namespace))  # type: ignore[misc]
+            await self._atier_call(tier, "clear", namespace or "", partial(tier.aclear, namespace),
+                                   partial(tier.clear, namespace))
         self._cleared(namespace)
 
     async def aclose(self) -> None:

@@ -106,6 +106,8 @@ class NewsFeed:
         interval: float,
         on_error: Callable[[str, Exception], None] | None = None,
         gate: Callable[[str], bool] | None = None,
+        on_cycle: Callable[[], None] | None = None,
+        on_ok: Callable[[str], None] | None = None,
     ) -> None:
         self.origin = origin
         self._sources = sources
@@ -113,6 +115,8 @@ class NewsFeed:
         self._interval = interval
         self._on_error = on_error
         self._gate = gate  # e.g. a circuit breaker: skip a tier that is known down
+        self._on_cycle = on_cycle
+        self._on_ok = on_ok  # a gate that let a call through learns it worked
         self._outbox: list[tuple[str, str, str, str]] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -153,6 +157,11 @@ class NewsFeed:
 
     def cycle(self) -> None:
         """Send the outbox, then apply what peers sent (one round)."""
+        if self._on_cycle is not None:
+            try:
+                self._on_cycle()
+            except Exception:
+                _log.exception("rag-cache: maintenance step failed")
         with self._lock:
             out, self._outbox = self._outbox, []
         for source in self._sources:
@@ -163,11 +172,14 @@ class NewsFeed:
                     source.send(out)
                 except Exception as exc:  # the feed thread must outlive any failure
                     self._report(source.name, exc)
+                    continue
             try:
                 news = source.poll()
             except Exception as exc:
                 self._report(source.name, exc)
                 continue
+            if self._on_ok is not None:
+                self._on_ok(source.name)
             for origin, ns, kind, body in news:
                 if origin == self.origin:
                     continue
