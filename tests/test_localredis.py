@@ -161,15 +161,23 @@ def test_servers_die_with_a_killed_parent() -> None:
         child.wait()
 
 
-def test_fixtures_start_lazily_flush_between_tests_and_stop(pytester: pytest.Pytester) -> None:
-    record = pytester.path / "record.txt"
+@pytest.fixture
+def inner(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    """A nested pytest run with only our fixtures (the installed plugins cost seconds)."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     pytester.makeconftest('pytest_plugins = ["tests.support.servers"]')
-    pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
-    pytester.makepyfile(f"""
+    return pytester
+
+
+def test_fixtures_start_lazily_flush_between_tests_and_stop(inner: pytest.Pytester) -> None:
+    record = inner.path / "record.txt"
+    running_before = len(_localredis._live)
+    inner.makepyfile(f"""
         import redis
+        from rag_cache_plugin import _localredis
 
         def test_no_redis_needed():
-            pass
+            assert len(_localredis._live) == {running_before}  # nothing started yet
 
         def test_writes(redis_url, redis_server):
             client = redis.Redis.from_url(redis_url)
@@ -180,11 +188,21 @@ def test_fixtures_start_lazily_flush_between_tests_and_stop(pytester: pytest.Pyt
         def test_sees_an_empty_server(redis_url):
             assert redis.Redis.from_url(redis_url).dbsize() == 0
     """)
-    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "-p", "no:randomly")
+    result = inner.runpytest_inprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
     pid, port = map(int, record.read_text().split())
     assert port != 6379
     assert all_gone([pid])  # stopped at the end of the inner session
+
+
+def test_a_missing_redis_fails_never_skips(
+    inner: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    inner.makepyfile("def test_needs_redis(redis_url):\n    pass\n")
+    monkeypatch.setenv("PATH", str(inner.path))  # no redis-server there
+    result = inner.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*redis-server and redis-cli not found on PATH*never skipped*"])
 
 
 # ---------------------------------------------------------------------- cluster
