@@ -1,0 +1,1 @@
+"""Helpers shared by the test suite (fixtures live in :mod:`tests.support.servers`)."""
