@@ -21,10 +21,12 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from ._entry import Entry
 from ._errors import ConfigError, CorruptEntryError, SignatureError
 
-__all__ = ["Codec", "derive_key"]
+__all__ = ["Codec", "derive_key", "loads"]
 
 _MAGIC = b"RC1 "
 _VERSION = 1
@@ -42,6 +44,15 @@ def derive_key(secret: str) -> bytes:
     if not secret:
         raise ConfigError("empty key")
     return hashlib.sha256(secret.encode("utf-8")).digest()
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON fast (orjson) on the read path.  What orjson refuses but the encoder
+    may write (NaN, huge integers, escaped lone surrogates) goes to the stdlib parser."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data)
 
 
 def _kid(key: bytes) -> bytes:
@@ -116,20 +127,24 @@ class Codec:
 
     def decode(self, raw: bytes, expected_key: str) -> Entry:
         """Decode a payload read for ``expected_key``."""
-        if not isinstance(raw, bytes | bytearray | memoryview):
-            raise CorruptEntryError("payload is not bytes")
-        raw = bytes(raw)
+        if type(raw) is not bytes:
+            if not isinstance(raw, (bytes, bytearray, memoryview)):
+                raise CorruptEntryError("payload is not bytes")
+            raw = bytes(raw)
         head, sep, rest = raw.partition(b"\n")
         if not sep or not head.startswith(_MAGIC):
             raise CorruptEntryError("not a rag-cache payload")
         parts = head[len(_MAGIC) :].split(b" ")
-        key = expected_key.encode("ascii")
         mode = parts[0]
         if mode == b"-":
             if self._require or self._sign:
                 raise SignatureError("unsigned entry where signatures are required")
             body = rest
-        elif mode == b"S" and len(parts) == 3:
+            entry = self._parse(body, expected_key)
+            entry.raw = raw
+            return entry
+        key = expected_key.encode("ascii")
+        if mode == b"S" and len(parts) == 3:
             secret = self._sign_by_kid.get(parts[1])
             if secret is None:
                 raise SignatureError("entry signed with an unknown key")
@@ -156,7 +171,7 @@ class Codec:
     @staticmethod
     def _parse(body: bytes, expected_key: str) -> Entry:
         try:
-            doc = json.loads(body)
+            doc = loads(body)
         except (ValueError, RecursionError) as exc:
             raise CorruptEntryError(f"bad JSON: {exc}") from exc
         if not isinstance(doc, dict) or doc.get("v") != _VERSION:
@@ -169,13 +184,13 @@ class Codec:
         if key != expected_key:
             raise CorruptEntryError("payload belongs to another key")
         if not (
-            isinstance(ns, str)
-            and isinstance(part, str)
-            and isinstance(q, str)
-            and isinstance(created, int | float)
-            and (expires is None or isinstance(expires, int | float))
-            and isinstance(tags, list)
-            and all(isinstance(t, str) for t in tags)
+            type(ns) is str
+            and type(part) is str
+            and type(q) is str
+            and isinstance(created, (int, float))
+            and (expires is None or isinstance(expires, (int, float)))
+            and type(tags) is list
+            and all(type(t) is str for t in tags)
         ):
             raise CorruptEntryError("wrong field types")
         vec = doc.get("vec")

@@ -21,7 +21,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._breaker import CircuitBreaker
-from ._codec import Codec, derive_key
+from ._codec import Codec, derive_key, loads
 from ._config import CacheConfig
 from ._entry import Entry
 from ._events import (
@@ -450,7 +450,7 @@ class RagCache:
         if not isinstance(value, _PRIMITIVES):
             # The value every tier returns is the JSON round trip; L1 must agree.
             try:
-                value = json.loads(json.dumps(value, check_circular=True))
+                value = loads(json.dumps(value, check_circular=True))
             except (TypeError, ValueError, RecursionError) as exc:
                 raise ValueError(f"cache values must be JSON data: {exc}") from exc
         return Entry(ref.key, ref.namespace, ref.partition, question, value, now,
