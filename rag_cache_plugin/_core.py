@@ -34,6 +34,7 @@ from ._events import (
     TierFailed,
     TierName,
 )
+from ._flight import FlightTable
 from ._keys import KeyMaker, canonicalize
 from ._news import NewsFeed, NewsSource, RedisNews, SqliteNews
 from ._tiers import Ref, Tier
@@ -69,6 +70,18 @@ class CacheHit:
     """The cached question (for a semantic hit, the one that matched)."""
     expires: float | None = None
     evidence: Mapping[str, Any] | None = None
+
+
+# Slot setters: a frozen dataclass's __init__ pays object.__setattr__ per field, which
+# is most of an L1 hit's cost; hits built by the core skip it (same object, same API).
+_HIT_SETTERS = tuple(getattr(CacheHit, f).__set__ for f in CacheHit.__dataclass_fields__)
+
+
+def _new_hit(*values: Any) -> CacheHit:
+    hit = object.__new__(CacheHit)
+    for setter, value in zip(_HIT_SETTERS, values, strict=True):
+        setter(hit, value)
+    return hit
 
 
 class SemanticLayer(Protocol):
@@ -191,6 +204,7 @@ class RagCache:
             from ._semantic import SemanticMatcher
 
             self.semantic = SemanticMatcher(self, config.semantic)
+        self.flights = FlightTable(self, config.single_flight_timeout)
         self.news.start()
 
     # -- plumbing -----------------------------------------------------------------
@@ -266,7 +280,7 @@ class RagCache:
 
     def _hit(self, entry: Entry, tier: TierName, kind: MatchKind, score: float,
              evidence: Mapping[str, Any] | None, started: float, question: str) -> CacheHit:
-        hit = CacheHit(entry.value, tier, kind, score, entry.key, entry.namespace,
+        hit = _new_hit(entry.value, tier, kind, score, entry.key, entry.namespace,
                        entry.partition, entry.question, entry.expires, evidence)
         if self.bus.active:
             self._emit(Hit(entry.namespace, entry.key, tier, kind, perf_counter() - started,
@@ -316,8 +330,12 @@ class RagCache:
     # -- lookup -------------------------------------------------------------------
 
     def lookup(self, question: str, *, context: Any = "", llm_string: str = "",
-               namespace: str | None = None) -> CacheHit | None:
-        """Find a cached answer: exact first (L1, L2, L3), then semantic."""
+               namespace: str | None = None, single_flight: bool = False) -> CacheHit | None:
+        """Find a cached answer: exact first (L1, L2, L3), then semantic.
+
+        ``single_flight=True``: on a miss, wait (up to ``single_flight_timeout``) while
+        another thread or task computes this answer; a None tells the caller to compute
+        it and ``store`` it (or ``release`` the key if it cannot)."""
         started = perf_counter()
         try:
             ref, canonical = self._ref(question, context, llm_string, namespace)
@@ -339,6 +357,10 @@ class RagCache:
                 if self.bus.active:
                     self._emit(Hit(ref.namespace, hit.key, hit.tier, "semantic",
                                    perf_counter() - started, hit.score, question, ref.partition))
+                return hit
+        if single_flight:
+            hit = self.flights.follow(ref, question, started)
+            if hit is not None:
                 return hit
         self._miss(ref, started, question)
         return None
@@ -435,6 +457,7 @@ class RagCache:
         if self.semantic is not None:
             entry.vector = self.semantic.vector_for(canonical, ref.namespace)
         if not self._finish_entry(entry):
+            self.flights.release(ref)
             return False
         self.l1.set(entry, now)
         done: list[TierName] = ["l1"]
@@ -443,6 +466,7 @@ class RagCache:
                                lambda t=tier: t.set(entry, now)) is not None:  # type: ignore[misc]
                 done.append(tier.name)
         self._stored(entry, done, started)
+        self.flights.landed(ref)
         return True
 
     def _stored(self, entry: Entry, done: list[TierName], started: float) -> None:
@@ -465,6 +489,13 @@ class RagCache:
             self._tier_call(tier, "delete", ref.namespace,
                             lambda t=tier: t.delete([ref]))  # type: ignore[misc]
         self._removed(ref.namespace, [ref.key], (), "del")
+
+    def release(self, question: str, *, context: Any = "", llm_string: str = "",
+                namespace: str | None = None) -> None:
+        """Give up leading a ``single_flight`` miss (the answer could not be computed):
+        waiting callers stop waiting and one of them leads instead."""
+        self.flights.release(
+            self.ref(question, context=context, llm_string=llm_string, namespace=namespace))
 
     def invalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
         """Drop every entry carrying any of ``tags`` from every tier (and from
@@ -621,7 +652,8 @@ class RagCache:
             await self._atier_call(l2, "promote", entry.namespace, lambda: l2.aset(entry, now))
 
     async def alookup(self, question: str, *, context: Any = "", llm_string: str = "",
-                      namespace: str | None = None) -> CacheHit | None:
+                      namespace: str | None = None,
+                      single_flight: bool = False) -> CacheHit | None:
         """Async ``lookup``."""
         started = perf_counter()
         try:
@@ -644,6 +676,10 @@ class RagCache:
                 if self.bus.active:
                     self._emit(Hit(ref.namespace, hit.key, hit.tier, "semantic",
                                    perf_counter() - started, hit.score, question, ref.partition))
+                return hit
+        if single_flight:
+            hit = await self.flights.afollow(ref, question, started)
+            if hit is not None:
                 return hit
         self._miss(ref, started, question)
         return None
@@ -711,6 +747,7 @@ class RagCache:
         if self.semantic is not None:
             entry.vector = await self.semantic.avector_for(canonical, ref.namespace)
         if not self._finish_entry(entry):
+            await self.flights.arelease(ref)
             return False
         self.l1.set(entry, now)
         done: list[TierName] = ["l1"]
@@ -719,6 +756,7 @@ class RagCache:
                                       lambda t=tier: t.aset(entry, now)) is not None:  # type: ignore[misc]
                 done.append(tier.name)
         self._stored(entry, done, started)
+        await self.flights.alanded(ref)
         return True
 
     async def adelete(self, question: str, *, context: Any = "", llm_string: str = "",
@@ -730,6 +768,12 @@ class RagCache:
             await self._atier_call(tier, "delete", ref.namespace,
                                    lambda t=tier: t.adelete([ref]))  # type: ignore[misc]
         self._removed(ref.namespace, [ref.key], (), "del")
+
+    async def arelease(self, question: str, *, context: Any = "", llm_string: str = "",
+                       namespace: str | None = None) -> None:
+        """Async ``release``."""
+        await self.flights.arelease(
+            self.ref(question, context=context, llm_string=llm_string, namespace=namespace))
 
     async def ainvalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
         """Async ``invalidate``."""
