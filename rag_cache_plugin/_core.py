@@ -72,15 +72,26 @@ class CacheHit:
     evidence: Mapping[str, Any] | None = None
 
 
-# Slot setters: a frozen dataclass's __init__ pays object.__setattr__ per field, which
-# is most of an L1 hit's cost; hits built by the core skip it (same object, same API).
-_HIT_SETTERS = tuple(getattr(CacheHit, f).__set__ for f in CacheHit.__dataclass_fields__)
+# A frozen dataclass's __init__ pays object.__setattr__ per field, which was most of
+# an L1 hit's cost; hits built by the core fill the slots directly (same class, same API).
+(_s_value, _s_tier, _s_kind, _s_score, _s_key, _s_ns, _s_part, _s_question, _s_expires,
+ _s_evidence) = (getattr(CacheHit, f).__set__ for f in CacheHit.__dataclass_fields__)
 
 
-def _new_hit(*values: Any) -> CacheHit:
+def _new_hit(value: Any, tier: TierName, kind: MatchKind, score: float, key: str, ns: str,
+             partition: str, question: str, expires: float | None,
+             evidence: Mapping[str, Any] | None) -> CacheHit:
     hit = object.__new__(CacheHit)
-    for setter, value in zip(_HIT_SETTERS, values, strict=True):
-        setter(hit, value)
+    _s_value(hit, value)
+    _s_tier(hit, tier)
+    _s_kind(hit, kind)
+    _s_score(hit, score)
+    _s_key(hit, key)
+    _s_ns(hit, ns)
+    _s_part(hit, partition)
+    _s_question(hit, question)
+    _s_expires(hit, expires)
+    _s_evidence(hit, evidence)
     return hit
 
 

@@ -253,9 +253,7 @@ def _copy(v: Any) -> Any:
 
 
 def _copier(v: Any) -> Any:
-    """The cheapest function returning a fresh deep copy of ``v`` (decided once)."""
-    if type(v) not in _MUTABLE:
-        return lambda: v  # immutable (str, number, None): share it
+    """The cheapest function returning a fresh deep copy of mutable ``v``."""
     if not v:
         return dict if type(v) is dict else list
     nested = any(type(x) in _MUTABLE for x in (v.values() if type(v) is dict else v))
@@ -264,47 +262,41 @@ def _copier(v: Any) -> Any:
     return v.copy
 
 
-def _filler(obj: BaseModel) -> Any:
-    """A function (new instance, its __dict__) -> the instance, set up like ``obj``."""
-    fields = frozenset(obj.__pydantic_fields_set__)
+def _state(obj: BaseModel) -> tuple[type[Any], dict[str, Any], frozenset[str], bool]:
+    """(class, field values, fields set, has an extra dict) of a validated template."""
     extra, private = obj.__pydantic_extra__, obj.__pydantic_private__
-    if extra is not None and extra:
-        raise Unsupported("extra fields")  # never the case for validated templates
-    if private is not None and private:
-        raise Unsupported("private state")
-    has_extra = extra is not None
-
-    def fill(new: Any, d: dict[str, Any]) -> Any:
-        _SET_DICT(new, d)
-        _SET_FIELDS(new, set(fields))
-        _SET_EXTRA(new, {} if has_extra else None)
-        _SET_PRIVATE(new, None)
-        return new
-
-    return fill
+    if extra or private:
+        raise Unsupported("extra or private state")  # never so for decoded templates
+    return type(obj), obj.__dict__.copy(), frozenset(obj.__pydantic_fields_set__), \
+        extra is not None
 
 
 def _maker(g: Generation) -> Any:
     """A function (mark, mark_text) -> a fresh copy of ``g`` carrying the mark."""
-    g_cls, g_dict, g_fill = type(g), g.__dict__.copy(), _filler(g)
-    info = _copier(g.generation_info)
+    g_cls, g_dict, g_fields, g_extra = _state(g)
+    info = None if g.generation_info is None else _copier(g.generation_info)
     msg = getattr(g, "message", None)
 
     if msg is None:
         def make_text(mark: Mark | None, mark_text: bool) -> Generation:
             d = g_dict.copy()
-            i = info()
+            i = None if info is None else info()
             if mark is not None and mark_text:
-                i = {**(i or {}), MARK: dict(mark)}
+                i = {**(i or {}), MARK: mark}
             d["generation_info"] = i
-            return g_fill(_new(g_cls), d)  # type: ignore[no-any-return]
+            new = _new(g_cls)
+            _SET_DICT(new, d)
+            _SET_FIELDS(new, set(g_fields))
+            _SET_EXTRA(new, {} if g_extra else None)
+            _SET_PRIVATE(new, None)
+            return new  # type: ignore[no-any-return]
 
         return make_text
 
-    m_cls, m_dict, m_fill = type(msg), msg.__dict__.copy(), _filler(msg)
-    copiers = tuple((name, _copier(getattr(msg, name))) for name in
-                    ("additional_kwargs", "tool_calls", "invalid_tool_calls", "usage_metadata",
-                     "content", "tool_call_chunks") if name in m_dict)
+    m_cls, m_dict, m_fields, m_extra = _state(msg)
+    # Only mutable values need copying; strings, numbers and None are shared.
+    copiers = tuple((name, _copier(value)) for name, value in m_dict.items()
+                    if name != "response_metadata" and type(value) in _MUTABLE)
     rm = _copier(msg.response_metadata)
 
     def make_chat(mark: Mark | None, mark_text: bool) -> Generation:
@@ -313,12 +305,22 @@ def _maker(g: Generation) -> Any:
             md[name] = fresh()
         r = rm()
         if mark is not None:
-            r[MARK] = dict(mark)
+            r[MARK] = mark
         md["response_metadata"] = r
+        m = _new(m_cls)
+        _SET_DICT(m, md)
+        _SET_FIELDS(m, set(m_fields))
+        _SET_EXTRA(m, {} if m_extra else None)
+        _SET_PRIVATE(m, None)
         d = g_dict.copy()
-        d["generation_info"] = info()
-        d["message"] = m_fill(_new(m_cls), md)
-        return g_fill(_new(g_cls), d)  # type: ignore[no-any-return]
+        d["generation_info"] = None if info is None else info()
+        d["message"] = m
+        new = _new(g_cls)
+        _SET_DICT(new, d)
+        _SET_FIELDS(new, set(g_fields))
+        _SET_EXTRA(new, {} if g_extra else None)
+        _SET_PRIVATE(new, None)
+        return new  # type: ignore[no-any-return]
 
     return make_chat
 
@@ -333,4 +335,9 @@ class Template:
         self._makers = [_maker(g) for g in generations]
 
     def make(self, mark: Mark | None, mark_text: bool) -> list[Generation]:
-        return [make(mark, mark_text) for make in self._makers]
+        """Fresh copies; ``mark`` (a new dict per call) is shared by this call's copies
+        only when there is one generation."""
+        makers = self._makers
+        if len(makers) == 1:
+            return [makers[0](mark, mark_text)]
+        return [make(None if mark is None else dict(mark), mark_text) for make in makers]
