@@ -505,8 +505,11 @@ class RagCache:
                 namespace: str | None = None) -> None:
         """Give up leading a ``single_flight`` miss (the answer could not be computed):
         waiting callers stop waiting and one of them leads instead."""
-        self.flights.release(
-            self.ref(question, context=context, llm_string=llm_string, namespace=namespace))
+        try:
+            ref = self._ref(question, context, llm_string, namespace)[0]
+        except _Oversize:
+            return  # such a question is never looked up, so never led
+        self.flights.release(ref)
 
     def invalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
         """Drop every entry carrying any of ``tags`` from every tier (and from
@@ -783,8 +786,11 @@ class RagCache:
     async def arelease(self, question: str, *, context: Any = "", llm_string: str = "",
                        namespace: str | None = None) -> None:
         """Async ``release``."""
-        await self.flights.arelease(
-            self.ref(question, context=context, llm_string=llm_string, namespace=namespace))
+        try:
+            ref = self._ref(question, context, llm_string, namespace)[0]
+        except _Oversize:
+            return
+        await self.flights.arelease(ref)
 
     async def ainvalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
         """Async ``invalidate``."""

@@ -116,7 +116,12 @@ class FlightTable:
         if stale is not None:
             stale.finish()
         if isinstance(owner, asyncio.Task):
-            owner.add_done_callback(lambda _t, fl=f: self._abandoned(fl))
+            flight = f
+
+            def ended(_task: asyncio.Task[Any]) -> None:
+                self._abandoned(flight)
+
+            owner.add_done_callback(ended)
         return f, True
 
     def _sweep(self, now: float) -> None:

@@ -157,8 +157,11 @@ async def test_sync_lookup_inside_the_leaders_loop_does_not_block(cache: RagCach
 
 
 @pytest.mark.redis
-def test_followers_in_another_process_wait_on_the_redis_lock(redis_url: str) -> None:
-    cfg = CacheConfig(redis=RedisConfig(url=redis_url), single_flight_timeout=5.0)
+@pytest.mark.parametrize("server", ["redis_url", "cluster_url"])
+def test_followers_in_another_process_wait_on_the_redis_lock(
+        server: str, request: pytest.FixtureRequest) -> None:
+    url = request.getfixturevalue(server)
+    cfg = CacheConfig(redis=RedisConfig(url=url), single_flight_timeout=5.0)
     with RagCache(cfg) as a, RagCache(cfg) as b:  # two "processes": separate L1s
         assert a.lookup("q", single_flight=True) is None  # a leads, takes the lock
         got: list[object] = []

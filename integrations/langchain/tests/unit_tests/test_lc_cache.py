@@ -148,3 +148,13 @@ def test_every_generation_is_stored() -> None:
         question, context, llm = c._memo.get(chat_prompt("q"), LLM)
         raw = c.cache.lookup(question, context=context, llm_string=llm).value  # type: ignore[union-attr]
         assert json.loads(json.dumps(raw)) == raw
+
+
+async def test_oversize_prompts_are_never_cached_and_never_raise() -> None:
+    with RagLLMCache(CacheConfig(max_question_chars=10)) as c:
+        p = chat_prompt("a question far longer than ten characters")
+        assert c.lookup(p, LLM) is None
+        c.update(p, LLM, answer())
+        assert c.lookup(p, LLM) is None
+        assert await c.alookup(p, LLM) is None
+        await c.aupdate(p, LLM, answer())
