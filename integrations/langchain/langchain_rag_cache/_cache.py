@@ -56,11 +56,18 @@ class RagLLMCache(BaseCache):
             self.cache, self._owned = RagCache(**options), True
         else:
             raise TypeError(f"expected a RagCache or CacheConfig, not {type(cache).__name__}")
-        if isinstance(tags, str):
-            raise ValueError("tags must be a list of strings, not a single string")
+        # Misconfiguration fails here, not later inside somebody's chain.
+        tag_list = () if isinstance(tags, str) else tuple(tags)
+        if isinstance(tags, str) or not all(isinstance(t, str) for t in tag_list):
+            raise ValueError("tags must be a list of strings")
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)
+                                or not ttl > 0):
+            raise ValueError("ttl must be a positive number of seconds or None")
+        if namespace is not None and not (isinstance(namespace, str) and 0 < len(namespace) <= 256):
+            raise ValueError("namespace must be a non-empty string of at most 256 characters")
         self.namespace = namespace if namespace is not None else self.cache.namespace
         self.ttl = ttl
-        self.tags = tuple(tags)
+        self.tags = tag_list
         self.single_flight = single_flight
         self.mark = mark
         self.mark_text = mark_text

@@ -62,6 +62,29 @@ def test_a_different_system_prompt_or_history_misses(cache: RagLLMCache,
     assert model.calls == 4
 
 
+def test_cached_answers_in_the_history_keep_later_turns_cacheable(
+        cache: RagLLMCache, model_factory: Factory) -> None:
+    """A hit comes back with marks and LangChain's ``total_cost: 0``; once that message
+    is in the history, the next turn must still find the entry the cold run stored
+    (langchain-ai/langchain#35308 is this failure in other caches)."""
+    model = model_factory(AIMessage("4", usage_metadata={"input_tokens": 5, "output_tokens": 1,
+                                                         "total_tokens": 6}),
+                          AIMessage("8"), cache=cache)
+
+    def conversation() -> list[str]:
+        history: list[Any] = [SystemMessage("You are terse.")]
+        answers = []
+        for question in ("What is 2+2?", "And doubled?"):
+            history.append(HumanMessage(question))
+            reply = model.invoke(history)
+            history.append(reply)
+            answers.append(reply.content)
+        return answers
+
+    assert conversation() == ["4", "8"] and model.calls == 2  # cold
+    assert conversation() == ["4", "8"] and model.calls == 2  # every turn from the cache
+
+
 def test_model_settings_and_bound_tools_never_cross(cache: RagLLMCache,
                                                     model_factory: Factory) -> None:
     @tool

@@ -38,6 +38,9 @@ def test_constructors(tmp_path: Path) -> None:
         RagLLMCache(CacheConfig(), sqlite_path="x.db")
     with pytest.raises(TypeError):
         RagLLMCache("cache.db")  # type: ignore[arg-type]
+    for bad in ({"ttl": 0}, {"ttl": "1"}, {"tags": "one"}, {"tags": [1]}, {"namespace": ""}):
+        with pytest.raises(ValueError):
+            RagLLMCache(CacheConfig(), **bad)  # type: ignore[arg-type]
 
 
 def test_hit_is_marked_and_a_list() -> None:
