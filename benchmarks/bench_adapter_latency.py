@@ -133,7 +133,7 @@ def run(*, run_seconds: float = 0.0005, repeat: int = 200,
         _best_interleaved(caches, prompt, llm_string, run_seconds, 5, time.perf_counter)
         wall = _best_interleaved(caches, prompt, llm_string, run_seconds, repeat,
                                  time.perf_counter)
-        cpu = _best_interleaved(caches, prompt, llm_string, run_seconds * 4, repeat // 4,
+        cpu = _best_interleaved(caches, prompt, llm_string, run_seconds * 4, max(1, repeat // 4),
                                 time.thread_time)
     finally:
         adapter.close()
