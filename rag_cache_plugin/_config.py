@@ -133,6 +133,9 @@ class CacheConfig(_Frozen):
     """SQLite busy timeout in seconds."""
     news_poll_interval: float = Field(default=0.2, gt=0)
     """How often peers' invalidations are read from the shared tiers, in seconds."""
+    single_flight_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Longest wait, in seconds, of a ``lookup(..., single_flight=True)`` for another
+    caller computing the same answer; also the lease of that caller's claim."""
 
     @field_validator("sqlite_path", mode="before")
     @classmethod

@@ -37,6 +37,7 @@ from ._events import (
     TierFailed,
     TierName,
 )
+from ._flight import FlightTable
 from ._keys import KeyMaker, canonicalize
 from ._news import NewsFeed, NewsSource, RedisNews, SqliteNews
 from ._tiers import Ref, Tier
@@ -72,6 +73,29 @@ class CacheHit:
     """The cached question (for a semantic hit, the one that matched)."""
     expires: float | None = None
     evidence: Mapping[str, Any] | None = None
+
+
+# A frozen dataclass's __init__ pays object.__setattr__ per field, which was most of
+# an L1 hit's cost; hits built by the core fill the slots directly (same class, same API).
+(_s_value, _s_tier, _s_kind, _s_score, _s_key, _s_ns, _s_part, _s_question, _s_expires,
+ _s_evidence) = (getattr(CacheHit, f).__set__ for f in CacheHit.__dataclass_fields__)
+
+
+def _new_hit(value: Any, tier: TierName, kind: MatchKind, score: float, key: str, ns: str,
+             partition: str, question: str, expires: float | None,
+             evidence: Mapping[str, Any] | None) -> CacheHit:
+    hit = object.__new__(CacheHit)
+    _s_value(hit, value)
+    _s_tier(hit, tier)
+    _s_kind(hit, kind)
+    _s_score(hit, score)
+    _s_key(hit, key)
+    _s_ns(hit, ns)
+    _s_part(hit, partition)
+    _s_question(hit, question)
+    _s_expires(hit, expires)
+    _s_evidence(hit, evidence)
+    return hit
 
 
 class SemanticLayer(Protocol):
@@ -197,6 +221,7 @@ class RagCache:
             from ._semantic import SemanticMatcher
 
             self.semantic = SemanticMatcher(self, config.semantic)
+        self.flights = FlightTable(self, config.single_flight_timeout)
         self.news.start()
 
     # -- plumbing -----------------------------------------------------------------
@@ -277,7 +302,7 @@ class RagCache:
 
     def _hit(self, entry: Entry, tier: TierName, kind: MatchKind, score: float,
              evidence: Mapping[str, Any] | None, started: float, question: str) -> CacheHit:
-        hit = CacheHit(entry.value, tier, kind, score, entry.key, entry.namespace,
+        hit = _new_hit(entry.value, tier, kind, score, entry.key, entry.namespace,
                        entry.partition, entry.question, entry.expires, evidence)
         if self.bus.active:
             self._emit(Hit(entry.namespace, entry.key, tier, kind, perf_counter() - started,
@@ -363,8 +388,12 @@ class RagCache:
     # -- lookup -------------------------------------------------------------------
 
     def lookup(self, question: str, *, context: Any = "", llm_string: str = "",
-               namespace: str | None = None) -> CacheHit | None:
-        """Find a cached answer: exact first (L1, L2, L3), then semantic."""
+               namespace: str | None = None, single_flight: bool = False) -> CacheHit | None:
+        """Find a cached answer: exact first (L1, L2, L3), then semantic.
+
+        ``single_flight=True``: on a miss, wait (up to ``single_flight_timeout``) while
+        another thread or task computes this answer; a None tells the caller to compute
+        it and ``store`` it (or ``release`` the key if it cannot)."""
         started = perf_counter()
         try:
             ref, canonical = self._ref(question, context, llm_string, namespace)
@@ -386,6 +415,10 @@ class RagCache:
                 if self.bus.active:
                     self._emit(Hit(ref.namespace, hit.key, hit.tier, "semantic",
                                    perf_counter() - started, hit.score, question, ref.partition))
+                return hit
+        if single_flight:
+            hit = self.flights.follow(ref, question, started)
+            if hit is not None:
                 return hit
         self._miss(ref, started, question)
         return None
@@ -482,6 +515,7 @@ class RagCache:
         if self.semantic is not None:
             entry.vector = self.semantic.vector_for(canonical, ref.namespace)
         if not self._finish_entry(entry):
+            self.flights.release(ref)
             return False
         self.l1.set(entry, now)
         done: list[TierName] = ["l1"]
@@ -489,6 +523,7 @@ class RagCache:
             if self._tier_call(tier, "set", ref.namespace, partial(tier.set, entry, now)) is not None:
                 done.append(tier.name)
         self._stored(entry, done, started)
+        self.flights.landed(ref)
         return True
 
     def _stored(self, entry: Entry, done: list[TierName], started: float) -> None:
@@ -511,6 +546,16 @@ class RagCache:
             fn = partial(tier.delete, [ref])
             self._tier_call(tier, "delete", ref.namespace, fn, fn)
         self._removed(ref.namespace, [ref.key], (), "del")
+
+    def release(self, question: str, *, context: Any = "", llm_string: str = "",
+                namespace: str | None = None) -> None:
+        """Give up leading a ``single_flight`` miss (the answer could not be computed):
+        waiting callers stop waiting and one of them leads instead."""
+        try:
+            ref = self._ref(question, context, llm_string, namespace)[0]
+        except _Oversize:
+            return  # such a question is never looked up, so never led
+        self.flights.release(ref)
 
     def invalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
         """Drop every entry carrying any of ``tags`` from every tier (and from
@@ -670,7 +715,8 @@ class RagCache:
             await self._atier_call(l2, "promote", entry.namespace, partial(l2.aset, entry, now))
 
     async def alookup(self, question: str, *, context: Any = "", llm_string: str = "",
-                      namespace: str | None = None) -> CacheHit | None:
+                      namespace: str | None = None,
+                      single_flight: bool = False) -> CacheHit | None:
         """Async ``lookup``."""
         started = perf_counter()
         try:
@@ -693,6 +739,10 @@ class RagCache:
                 if self.bus.active:
                     self._emit(Hit(ref.namespace, hit.key, hit.tier, "semantic",
                                    perf_counter() - started, hit.score, question, ref.partition))
+                return hit
+        if single_flight:
+            hit = await self.flights.afollow(ref, question, started)
+            if hit is not None:
                 return hit
         self._miss(ref, started, question)
         return None
@@ -760,6 +810,7 @@ class RagCache:
         if self.semantic is not None:
             entry.vector = await self.semantic.avector_for(canonical, ref.namespace)
         if not self._finish_entry(entry):
+            await self.flights.arelease(ref)
             return False
         self.l1.set(entry, now)
         done: list[TierName] = ["l1"]
@@ -768,6 +819,7 @@ class RagCache:
                                       partial(tier.aset, entry, now)) is not None:
                 done.append(tier.name)
         self._stored(entry, done, started)
+        await self.flights.alanded(ref)
         return True
 
     async def adelete(self, question: str, *, context: Any = "", llm_string: str = "",
@@ -779,6 +831,15 @@ class RagCache:
             await self._atier_call(tier, "delete", ref.namespace, partial(tier.adelete, [ref]),
                                    partial(tier.delete, [ref]))
         self._removed(ref.namespace, [ref.key], (), "del")
+
+    async def arelease(self, question: str, *, context: Any = "", llm_string: str = "",
+                       namespace: str | None = None) -> None:
+        """Async ``release``."""
+        try:
+            ref = self._ref(question, context, llm_string, namespace)[0]
+        except _Oversize:
+            return
+        await self.flights.arelease(ref)
 
     async def ainvalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
         """Async ``invalidate``."""
