@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
@@ -127,9 +127,7 @@ class CostBook:
               lookup: Callable[[Iterable[str]], dict[str, EntryCost]] | None) -> dict[str, float]:
         """Savings of hits on ``keys`` (one per hit), asking ``lookup`` (the store)
         about keys this process never saw computed."""
-        counts: dict[str, int] = {}
-        for k in keys:
-            counts[k] = counts.get(k, 0) + 1
+        counts = Counter(keys)  # counted in C: a second of hits is a few ms
         unknown = [k for k in counts if k not in self.costs and k not in self._no_cost]
         found = lookup(unknown) if lookup is not None and unknown else {}
         for k in unknown:
