@@ -44,7 +44,8 @@ def _finish(fig: Any, ax: Any, title: str, empty: bool,
     ax.set_title(title, fontsize=11, loc="left")
     ax.grid(True, alpha=0.3)
     if span is not None:  # explicit limits: one point must not autoscale to decades
-        pad = max((span[1] - span[0]) * 0.03, 30.0)
+        width = span[1] - span[0]
+        pad = width * 0.03 if width > 0 else 30.0
         ax.set_xlim(datetime.fromtimestamp(span[0] - pad, UTC),
                     datetime.fromtimestamp(span[1] + pad, UTC))
     if empty:
