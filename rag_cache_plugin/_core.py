@@ -28,6 +28,7 @@ from ._events import (
     BreakerChanged,
     Cleared,
     EventBus,
+    FeedbackReported,
     Hit,
     Invalidated,
     MatchKind,
@@ -618,6 +619,8 @@ class RagCache:
         partition's threshold; a wrong exact hit drops the entry."""
         if not isinstance(hit, CacheHit):
             raise ValueError("feedback needs the CacheHit a lookup returned")
+        self._emit_if_active(FeedbackReported(hit.namespace, hit.key, bool(correct), hit.score,
+                                              hit.kind, hit.partition))
         if self.semantic is not None:
             self.semantic.feedback(hit, correct)
         elif not correct and hit.kind == "exact":
