@@ -14,6 +14,10 @@ __all__ = ["TinyLFUPolicy"]
 # A candidate this popular that still loses the admission contest is let in at random
 # 1 time in 128 (as in Caffeine), so crafted hash collisions cannot pin a victim.
 _HASHDOS_THRESHOLD = 6
+# Hits are recorded in a small lossy buffer and applied on the next miss, insert or
+# eviction (Caffeine's read buffer): a hit then costs an append, and in a long run of
+# hits the extra reads are dropped, which a frequency estimate tolerates.
+_READ_BUFFER = 64
 
 
 class TinyLFUPolicy:
@@ -47,6 +51,7 @@ class TinyLFUPolicy:
         "_protected_max",
         "_protected_share",
         "_random",
+        "_reads",
         "_window",
         "_window_max",
         "adaptive",
@@ -87,6 +92,7 @@ class TinyLFUPolicy:
         # The key ``victim`` chose and whether it left from the window: only an eviction
         # (not a deletion) of that key is remembered in a ghost list.
         self._pending: tuple[Hashable, bool] | None = None
+        self._reads: list[Hashable] = []
 
     def __len__(self) -> int:
         return len(self._window) + len(self._probation) + len(self._protected)
@@ -99,6 +105,17 @@ class TinyLFUPolicy:
     # -- events from the tier -------------------------------------------------------
 
     def on_hit(self, key: Hashable) -> None:
+        if len(self._reads) < _READ_BUFFER:
+            self._reads.append(key)
+
+    def _drain(self) -> None:
+        """Apply the buffered hits of keys that are still resident."""
+        reads, self._reads = self._reads, []
+        for key in reads:
+            if key in self._window or key in self._probation or key in self._protected:
+                self._apply_hit(key)
+
+    def _apply_hit(self, key: Hashable) -> None:
         self.sketch.increment(key)
         if key in self._window:
             self._window.move_to_end(key)
@@ -113,6 +130,8 @@ class TinyLFUPolicy:
                 self._probation[demoted] = None
 
     def on_miss(self, key: Hashable) -> None:
+        if self._reads:
+            self._drain()
         self.sketch.increment(key)
         if not self.adaptive:
             return
@@ -126,6 +145,8 @@ class TinyLFUPolicy:
             del gm[key]
 
     def on_insert(self, key: Hashable) -> None:
+        if self._reads:
+            self._drain()
         if key in self._window or key in self._probation or key in self._protected:
             self.on_remove(key)  # a re-insert starts over in the window
         self._window[key] = None
@@ -135,6 +156,8 @@ class TinyLFUPolicy:
             self._probation[moved] = None
 
     def on_remove(self, key: Hashable) -> None:
+        if self._reads:
+            self._drain()
         pending, self._pending = self._pending, None
         if pending is not None and pending[0] == key and self.adaptive:
             ghost = self._ghost_window if pending[1] else self._ghost_main
@@ -149,6 +172,8 @@ class TinyLFUPolicy:
         self._protected.pop(key, None)
 
     def victim(self) -> Hashable | None:
+        if self._reads:
+            self._drain()
         main = self._probation or self._protected
         if not main:
             out = next(iter(self._window), None)
