@@ -21,7 +21,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._breaker import CircuitBreaker
-from ._codec import Codec, derive_key, loads
+from ._codec import Codec, derive_key
 from ._config import CacheConfig
 from ._entry import Entry
 from ._events import (
@@ -55,7 +55,6 @@ _log = logging.getLogger("rag_cache_plugin")
 _MEMO_MAX = 16_384
 _MEMO_MAX_CHARS = 65_536  # longer prompts are hashed each time rather than pinned in memory
 _ALL = "*"  # news namespace for clears of every namespace
-_PRIMITIVES = (str, int, float, bool, type(None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -481,18 +480,12 @@ class RagCache:
             ttl = self.default_ttl
         elif isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
             raise ValueError("ttl must be a positive number of seconds")
-        if not isinstance(value, _PRIMITIVES):
-            # The value every tier returns is the JSON round trip; L1 must agree.
-            try:
-                value = loads(json.dumps(value, check_circular=True))
-            except (TypeError, ValueError, RecursionError) as exc:
-                raise ValueError(f"cache values must be JSON data: {exc}") from exc
         return Entry(ref.key, ref.namespace, ref.partition, question, value, now,
                      None if ttl is None else now + ttl, tags_t)
 
     def _finish_entry(self, entry: Entry) -> bool:
         """Encode (ValueError for non-JSON data); False if over the size limit."""
-        self.codec.encode(entry)
+        self.codec.encode(entry, normalize=True)
         if entry.size > self.config.max_entry_bytes:
             self._emit_if_active(Rejected(entry.namespace, entry.key, "entry too large",
                                           entry.size))
