@@ -394,16 +394,16 @@ class RagCache:
         ``single_flight=True``: on a miss, wait (up to ``single_flight_timeout``) while
         another thread or task computes this answer; a None tells the caller to compute
         it and ``store`` it (or ``release`` the key if it cannot)."""
-        started = perf_counter()
+        started = perf_counter() if self.bus.active else 0.0
         try:
             ref, canonical = self._ref(question, context, llm_string, namespace)
         except _Oversize as exc:
             self._oversize(namespace, exc.args[0], "question")
             return None
-        now = self._clock()
-        entry = self.l1.get(ref, now)
+        entry = self.l1.find(ref.key, self._clock)
         if entry is not None:
             return self._l1_hit(entry, started, question)
+        now = self._clock()
         for tier in self.lower:
             entry = self._tier_get(tier, ref, now)
             if entry is not None:
@@ -714,16 +714,16 @@ class RagCache:
                       namespace: str | None = None,
                       single_flight: bool = False) -> CacheHit | None:
         """Async ``lookup``."""
-        started = perf_counter()
+        started = perf_counter() if self.bus.active else 0.0
         try:
             ref, canonical = self._ref(question, context, llm_string, namespace)
         except _Oversize as exc:
             self._oversize(namespace, exc.args[0], "question")
             return None
-        now = self._clock()
-        entry = self.l1.get(ref, now)
+        entry = self.l1.find(ref.key, self._clock)
         if entry is not None:
             return self._l1_hit(entry, started, question)
+        now = self._clock()
         for tier in self.lower:
             entry = await self._atier_get(tier, ref, now)
             if entry is not None:
