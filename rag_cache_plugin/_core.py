@@ -523,7 +523,7 @@ class RagCache:
     def _stored(self, entry: Entry, done: list[TierName], started: float) -> None:
         if self.semantic is not None:
             self.semantic.added(entry)
-        body: dict[str, Any] = {"key": entry.key}
+        body: dict[str, Any] = {"key": entry.key, "at": entry.created}
         self.news.publish(entry.namespace, "put", body)
         if self.bus.active:
             self._emit(Stored(entry.namespace, entry.key, tuple(done), entry.size,
@@ -589,21 +589,40 @@ class RagCache:
 
     # -- news from peers ----------------------------------------------------------
 
-    def _on_news(self, ns: str, kind: str, body: dict[str, Any]) -> None:
-        if kind in ("put", "del", "inv"):
-            keys = body.get("keys") or ([body["key"]] if "key" in body else [])
-            self.l1.discard(keys)
-            if kind == "inv":
-                self.l1.invalidate(ns, body.get("tags") or [])
-            if kind != "put" and self.semantic is not None:
-                self.semantic.removed(keys)
-        elif kind == "clear":
-            target = body.get("ns")
-            self.l1.clear(target)
-            if self.semantic is not None:
-                self.semantic.cleared(target)
-        if self.semantic is not None and hasattr(self.semantic, "on_news"):
-            self.semantic.on_news(ns, kind, body)
+    def _on_news(self, source: str, batch: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Apply peers' changes to this process's L1 and semantic index, and, when
+        the news came through Redis, to this host's own L2 file (a peer on another
+        host has another file; the same file's news arrives through L2 and needs
+        nothing)."""
+        l2_removals: list[tuple[str, float | None]] = []
+        l2_invalidations: list[tuple[str, list[str]]] = []
+        l2_clears: list[str | None] = []
+        for ns, kind, body in batch:
+            if kind in ("put", "del", "inv"):
+                keys = [k for k in body.get("keys") or [body.get("key")] if isinstance(k, str)]
+                self.l1.discard(keys)
+                tags = [t for t in body.get("tags") or [] if isinstance(t, str)]
+                if kind == "inv":
+                    self.l1.invalidate(ns, tags)
+                    l2_invalidations.append((ns, tags))
+                if kind != "put" and self.semantic is not None:
+                    self.semantic.removed(keys)
+                # A peer's newer answer replaces only older copies here.
+                at = body.get("at") if kind == "put" else None
+                l2_removals.extend((k, at if isinstance(at, int | float) else None) for k in keys)
+            elif kind == "clear":
+                target = body.get("ns")
+                self.l1.clear(target)
+                l2_clears.append(target)
+                if self.semantic is not None:
+                    self.semantic.cleared(target)
+            if self.semantic is not None and hasattr(self.semantic, "on_news"):
+                self.semantic.on_news(ns, kind, body)
+        if source == "l3" and self.l2 is not None and (l2_removals or l2_invalidations
+                                                      or l2_clears):
+            l2 = self.l2
+            self._tier_call(l2, "news", "", partial(
+                l2.apply_peer_news, l2_removals, l2_invalidations, l2_clears))
 
     # -- semantic feedback --------------------------------------------------------
 

@@ -387,6 +387,27 @@ class SqliteTier:
                 conn.execute("DELETE FROM entries WHERE ns = ?", (namespace,))
                 conn.execute("DELETE FROM tags WHERE ns = ?", (namespace,))
 
+    def apply_peer_news(self, removals: Sequence[tuple[str, float | None]],
+                        invalidations: Sequence[tuple[str, Sequence[str]]],
+                        clears: Sequence[str | None]) -> None:
+        """Apply what peers on other hosts changed, in one transaction: keys they
+        removed or replaced (only copies stored before ``at``), tags they invalidated,
+        namespaces they cleared."""
+        with self._write() as conn:
+            for ns in clears:
+                if ns is None:
+                    conn.execute("DELETE FROM entries")
+                else:
+                    conn.execute("DELETE FROM entries WHERE ns = ?", (ns,))
+            for ns, tags in invalidations:
+                if tags:
+                    _select, delete, untag = _invalidation_sql(len(tags))
+                    conn.execute(delete, (ns, *tags))
+                    conn.execute(untag, (ns, *tags))
+            conn.executemany(_DEL_KEY, [(k,) for k, at in removals if at is None])
+            conn.executemany("DELETE FROM entries WHERE key = ? AND store_time < ?",
+                             [(k, at) for k, at in removals if at is not None])
+
     # -- size and maintenance -----------------------------------------------------
 
     def total_bytes(self) -> int:
