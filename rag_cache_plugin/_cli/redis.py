@@ -183,7 +183,8 @@ def _print_health(report: HealthReport) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    # Not a terminal (a pipe, a log): wide enough that no column is cut.
+    console = Console(width=None if sys.stdout.isatty() else 200)
     colour = {"ok": "green", "degraded": "yellow", "down": "red", "warning": "yellow",
               "critical": "red"}
     hr = "-" if report.hit_ratio is None else f"{report.hit_ratio:.1%}"

@@ -260,7 +260,8 @@ def _overall(report: HealthReport, topology: Topology) -> None:
         report.problems.append(
             f"{CLUSTER_SLOTS - report.slots_covered} slots have no live primary")
     if topology.cluster_state != "ok":
-        report.problems.append(f"cluster_state is {topology.cluster_state}")
+        report.problems.append(f"cluster_state is {topology.cluster_state}"
+                               if topology.mode == "cluster" else "no primary reachable")
     if not live_primaries or report.slots_covered == 0:
         report.status = "down"
     elif (report.problems or any(n.status != "ok" for n in report.nodes)):
