@@ -24,11 +24,17 @@ import redis.asyncio.sentinel
 import redis.cluster
 import redis.connection
 import redis.sentinel
-from redis._parsers import _AsyncRESP2Parser, _AsyncRESP3Parser, _RESP2Parser, _RESP3Parser
+from redis._parsers import (
+    _AsyncHiredisParser,
+    _AsyncRESP2Parser,
+    _AsyncRESP3Parser,
+    _HiredisParser,
+    _RESP2Parser,
+    _RESP3Parser,
+)
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.exceptions import ResponseError
-from redis.maint_notifications import MaintNotificationsConfig
 from redis.retry import Retry
 
 from ._config import RedisConfig
@@ -61,27 +67,38 @@ class ClusterUnavailable(ResponseError):
 
 def _fail_fast(base: type[Any]) -> type[Any]:
     classes = {**base.EXCEPTION_CLASSES, "CLUSTERDOWN": ClusterUnavailable}
-    return type(f"FailFast{base.__name__}", (base,), {"EXCEPTION_CLASSES": classes})
+    return type(f"FailFast{base.__name__}", (base,),
+                {"EXCEPTION_CLASSES": classes, "__module__": __name__})
 
 
-# The pure-Python parsers: a subclass of hiredis' would work the same, but redis-py
-# picks the RESP version by comparing parser classes, so we pick it ourselves.
-_SYNC_PARSERS = {2: _fail_fast(_RESP2Parser), 3: _fail_fast(_RESP3Parser)}
-_ASYNC_PARSERS = {2: _fail_fast(_AsyncRESP2Parser), 3: _fail_fast(_AsyncRESP3Parser)}
+_SYNC_PARSERS: dict[type[Any], type[Any]] = {
+    p: _fail_fast(p) for p in (_RESP2Parser, _RESP3Parser, _HiredisParser)}
+_ASYNC_PARSERS: dict[type[Any], type[Any]] = {
+    p: _fail_fast(p) for p in (_AsyncRESP2Parser, _AsyncRESP3Parser, _AsyncHiredisParser)}
 
 
+# redis-py picks (and, after HELLO, replaces) the parser class itself; these
+# connections swap in the fail-fast subclass of whatever it picks.
 class _FailFastConnection(redis.connection.Connection):
-    """A cluster node connection whose parser raises ``ClusterUnavailable``."""
+    """A cluster node connection whose replies raise ``ClusterUnavailable``."""
 
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs["parser_class"] = _SYNC_PARSERS[3 if str(kwargs.get("protocol")) == "3" else 2]
-        super().__init__(**kwargs)
+    def set_parser(self, parser_class: type[Any]) -> None:
+        super().set_parser(_SYNC_PARSERS.get(parser_class, parser_class))
 
 
 class _FailFastSSLConnection(redis.connection.SSLConnection):
-    def __init__(self, **kwargs: Any) -> None:
-        kwargs["parser_class"] = _SYNC_PARSERS[3 if str(kwargs.get("protocol")) == "3" else 2]
-        super().__init__(**kwargs)
+    def set_parser(self, parser_class: type[Any]) -> None:
+        super().set_parser(_SYNC_PARSERS.get(parser_class, parser_class))
+
+
+class _AsyncFailFastConnection(redis.asyncio.connection.Connection):
+    def set_parser(self, parser_class: type[Any]) -> None:
+        super().set_parser(_ASYNC_PARSERS.get(parser_class, parser_class))
+
+
+class _AsyncFailFastSSLConnection(redis.asyncio.connection.SSLConnection):
+    def set_parser(self, parser_class: type[Any]) -> None:
+        super().set_parser(_ASYNC_PARSERS.get(parser_class, parser_class))
 
 
 def _no_retry() -> Retry:
@@ -99,10 +116,6 @@ def _url(config: RedisConfig) -> str:
     if uses_tls(config) and config.url.startswith("redis://"):
         return "rediss://" + config.url[len("redis://"):]
     return config.url
-
-
-def _protocol(config: RedisConfig) -> int:
-    return 3 if str(parse_url(config.url).get("protocol", 2)) == "3" else 2
 
 
 def connection_kwargs(config: RedisConfig, *, timeout: float | None = None) -> dict[str, Any]:
@@ -189,9 +202,7 @@ def sync_client(config: RedisConfig, mode: Mode) -> SyncClient:
             "redis://" + url[len("rediss://"):] if tls else url,
             require_full_coverage=False, retry=_no_retry(),
             max_connections=config.max_connections,
-            connection_class=_FailFastSSLConnection if tls else _FailFastConnection,
-            # Server-pushed maintenance notices need redis-py's own RESP3 parser class.
-            maint_notifications_config=MaintNotificationsConfig(enabled=False), **kw)
+            connection_class=_FailFastSSLConnection if tls else _FailFastConnection, **kw)
     if mode == "sentinel":
         client: redis.Redis = sentinel_manager(config).master_for(  # type: ignore[no-untyped-call]
             config.sentinel_service, retry=_no_retry(), max_connections=config.max_connections)
@@ -206,14 +217,14 @@ def async_client(config: RedisConfig, mode: Mode) -> AsyncClient:
     if mode == "cluster":
         client = redis.asyncio.cluster.RedisCluster.from_url(
             _url(config), require_full_coverage=False, retry=_no_retry(),
-            max_connections=config.max_connections,
-            maint_notifications_config=MaintNotificationsConfig(enabled=False), **kw)
-        # The asyncio cluster client takes no parser argument; every node it creates
-        # is built from these connection arguments.
-        parser = _ASYNC_PARSERS[_protocol(config)]
-        client.nodes_manager.connection_kwargs["parser_class"] = parser
+            max_connections=config.max_connections, **kw)
+        # The asyncio cluster client takes no connection class; every node it
+        # discovers is built from these connection arguments.
+        tls = uses_tls(config)
+        cls = _AsyncFailFastSSLConnection if tls else _AsyncFailFastConnection
+        client.nodes_manager.connection_kwargs["connection_class"] = cls
         for node in client.nodes_manager.startup_nodes.values():
-            node.connection_kwargs["parser_class"] = parser
+            node.connection_class = cls
         return client
     if mode == "sentinel":
         manager = redis.asyncio.sentinel.Sentinel(

@@ -221,3 +221,53 @@ def test_sentinel_failover_under_load() -> None:
             assert_healthy_run(load)
             late = [t for t, _ in failed if t > promoted_at + 3.0]
             assert late == [], f"{len(late)} L3 failures more than 3 s after the promotion"
+
+
+def test_cluster_down_fails_fast_sync_and_async() -> None:
+    """``CLUSTERDOWN`` costs a round trip, not redis-py's 250 ms sleep and reconnect."""
+    from rag_cache_plugin._codec import Codec
+    from rag_cache_plugin._errors import TierError
+    from rag_cache_plugin._keys import KeyMaker
+    from rag_cache_plugin._tiers import Ref
+    from rag_cache_plugin._tiers.redis import RedisTier
+
+    with LocalCluster(3, 0, node_timeout_ms=500) as cluster:
+        tier = RedisTier(RedisConfig(url=cluster.url, timeout=1.0), codec=Codec(),
+                         keys=KeyMaker())
+        refs = [Ref(f"k{i}", "ns", f"p{i}") for i in range(30)]
+        assert tier.get_many(refs, time.time()) == {}  # client and map ready
+        victim = cluster.primaries[0]
+        cluster.crash(victim)
+        survivor = cluster.primaries[1]
+
+        def says_down() -> bool:
+            try:
+                survivor.client().get("x")
+            except Exception as exc:
+                return "CLUSTERDOWN" in str(exc) or "cluster is down" in str(exc)
+            return False
+
+        assert wait_for(says_down, 20) is not None
+        took = []
+        for ref in refs[:10]:
+            t = time.perf_counter()
+            with pytest.raises(TierError):
+                tier.get(ref, time.time())
+            took.append(time.perf_counter() - t)
+
+        async def async_calls() -> list[float]:
+            out = []
+            for ref in refs[:10]:
+                t = time.perf_counter()
+                with pytest.raises(TierError):
+                    await tier.aget(ref, time.time())
+                out.append(time.perf_counter() - t)
+            await tier.aclose()
+            return out
+
+        atook = asyncio.run(async_calls())
+        tier.close()
+        # Each call: up to three fast attempts (one may reconnect); redis-py's own
+        # handling would sleep 250 ms per attempt.
+        assert sorted(took)[len(took) // 2] < 0.2, took
+        assert sorted(atook)[len(atook) // 2] < 0.2, atook
