@@ -29,7 +29,9 @@ import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
+from redis.crc import key_slot
 from redis.exceptions import (
+    AskError,
     AuthenticationError,
     AuthorizationError,
     ClusterDownError,
@@ -69,6 +71,9 @@ _RETRY_ON = (RedisConnectionError, RedisTimeoutError, ClusterUnavailable, Cluste
 # Fast, but another attempt would fail the same way.
 _NO_RETRY = (AuthenticationError, AuthorizationError, MaxConnectionsError)
 _RETRIES = 2
+# A direct call to the node the client's slot map names failed in a way the cluster
+# client knows how to follow (a redirect, a dead or restarted node): let it.
+_FOLLOW = (AskError, TryAgainError, RedisConnectionError)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -239,22 +244,85 @@ class RedisTier:
         if self._emit is not None:
             self._emit(Corrupt(ref.namespace, ref.key, "l3", reason))
 
+    # Reads of one partition go straight to the node that serves its slot: the
+    # partition is the hash tag of every key in it, so there is one slot to look up
+    # and no per-key routing, policy resolution or pipeline in the cluster client.
+    # The cluster client takes over whenever the map turns out to be stale.
+
     @staticmethod
-    def _mget(c: Any, names: list[str]) -> Any:
-        # A cluster client splits the names by slot (one MGET per slot, pipelined).
-        return c.mget_nonatomic(names) if isinstance(
-            c, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster) else c.mget(names)
+    def _node(c: redis.cluster.RedisCluster, partition: str) -> redis.Redis | None:
+        try:
+            node = c.nodes_manager.get_node_from_slot(key_slot(partition.encode()))
+            return c.get_redis_connection(node)
+        except _ERRORS:
+            return None
+
+    def _get_op(self, name: str, partition: str) -> Callable[[Any], Any]:
+        if self._mode != "cluster":
+            return lambda c: c.get(name)
+
+        def op(c: Any) -> Any:
+            node = self._node(c, partition)
+            if node is not None:
+                try:
+                    return node.get(name)
+                except _FOLLOW:
+                    pass
+            return c.get(name)
+        return op
+
+    @staticmethod
+    def _mget_any(c: Any, names: list[str]) -> Any:
+        # The server kind is not known before the first call: decide by the client.
+        if isinstance(c, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster):
+            return c.mget_nonatomic(names)
+        return c.mget(names)
+
+    def _mget_op(self, names: list[str], refs: Sequence[Ref]) -> Callable[[Any], Any]:
+        if self._mode is None:
+            return lambda c: self._mget_any(c, names)
+        if self._mode != "cluster":
+            return lambda c: c.mget(names)
+        partition = refs[0].partition
+        if any(r.partition != partition for r in refs):
+            # Several slots: the cluster client splits the names and pipelines.
+            return lambda c: c.mget_nonatomic(names)
+
+        def op(c: Any) -> Any:
+            node = self._node(c, partition)
+            if node is not None:
+                try:
+                    return node.mget(names)
+                except _FOLLOW:
+                    pass
+            return c.mget_nonatomic(names)
+        return op
+
+    @staticmethod
+    async def _anode_call(c: redis.asyncio.cluster.RedisCluster, partition: str,
+                          *args: Any) -> Any:
+        try:
+            node = c.nodes_manager.get_node_from_slot(key_slot(partition.encode()))
+        except _ERRORS:
+            node = None
+        if node is not None:
+            try:
+                return await node.execute_command(*args)
+            except _FOLLOW:
+                pass
+        if args[0] == "GET":
+            return await c.get(args[1])
+        return await c.mget_nonatomic(list(args[1:]))
 
     def get(self, ref: Ref, now: float) -> Entry | None:
-        name = self.data_key(ref)
-        raw = self._call(lambda c: c.get(name), "get")
+        raw = self._call(self._get_op(self.data_key(ref), ref.partition), "get")
         return self._decode(ref, raw, now)  # type: ignore[arg-type]
 
     def get_many(self, refs: Sequence[Ref], now: float) -> dict[str, Entry]:
         if not refs:
             return {}
         names = [self.data_key(r) for r in refs]
-        raws = self._call(lambda c: self._mget(c, names), "mget")
+        raws = self._call(self._mget_op(names, refs), "mget")
         out: dict[str, Entry] = {}
         for ref, raw in zip(refs, raws, strict=True):
             entry = self._decode(ref, raw, now)
@@ -313,7 +381,8 @@ class RedisTier:
             tk = self.tag_key(namespace, tag)
             names = list(self._call(lambda c, tk=tk: c.smembers(tk), "invalidate"))  # type: ignore[misc]
             if names:
-                raws = self._call(lambda c, names=names: self._mget(c, names), "invalidate")
+                raws = self._call(lambda c, names=names: self._mget_any(c, names),
+                                  "invalidate")
                 victims = [(n, ref) for n, raw in zip(names, raws, strict=True)
                            if (ref := self._still_tagged(n, raw, namespace, tag)) is not None]
                 if victims:
@@ -397,7 +466,11 @@ class RedisTier:
 
     async def aget(self, ref: Ref, now: float) -> Entry | None:
         name = self.data_key(ref)
-        raw = await self._acall(lambda c: c.get(name), "get")
+        if self._mode == "cluster":
+            raw = await self._acall(
+                lambda c: self._anode_call(c, ref.partition, "GET", name), "get")
+        else:
+            raw = await self._acall(lambda c: c.get(name), "get")
         if raw is None:
             return None
         try:
@@ -412,7 +485,16 @@ class RedisTier:
         if not refs:
             return {}
         names = [self.data_key(r) for r in refs]
-        raws = await self._acall(lambda c: self._mget(c, names), "mget")
+        partition = refs[0].partition
+        if self._mode is None:
+            raws = await self._acall(lambda c: self._mget_any(c, names), "mget")
+        elif self._mode != "cluster":
+            raws = await self._acall(lambda c: c.mget(names), "mget")
+        elif any(r.partition != partition for r in refs):
+            raws = await self._acall(lambda c: c.mget_nonatomic(names), "mget")
+        else:
+            raws = await self._acall(
+                lambda c: self._anode_call(c, partition, "MGET", *names), "mget")
         out: dict[str, Entry] = {}
         bad: list[Ref] = []
         for ref, raw in zip(refs, raws, strict=True):
