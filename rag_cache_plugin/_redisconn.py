@@ -83,12 +83,12 @@ class _FailFastConnection(redis.connection.Connection):
     """A cluster node connection whose replies raise ``ClusterUnavailable``."""
 
     def set_parser(self, parser_class: type[Any]) -> None:
-        super().set_parser(_SYNC_PARSERS.get(parser_class, parser_class))
+        super().set_parser(_SYNC_PARSERS.get(parser_class, parser_class))  # type: ignore[no-untyped-call]
 
 
 class _FailFastSSLConnection(redis.connection.SSLConnection):
     def set_parser(self, parser_class: type[Any]) -> None:
-        super().set_parser(_SYNC_PARSERS.get(parser_class, parser_class))
+        super().set_parser(_SYNC_PARSERS.get(parser_class, parser_class))  # type: ignore[no-untyped-call]
 
 
 class _AsyncFailFastConnection(redis.asyncio.connection.Connection):
@@ -148,7 +148,7 @@ def sentinel_addresses(config: RedisConfig) -> list[tuple[str, int]]:
 
 def _sentinel_data_kwargs(config: RedisConfig) -> dict[str, Any]:
     """What the URL says besides the address (db, user, password), plus ours."""
-    kw = {k: v for k, v in parse_url(_url(config)).items()
+    kw = {k: v for k, v in parse_url(_url(config)).items()  # type: ignore[no-untyped-call]
           if k not in ("host", "port", "connection_class", "path")}
     kw.update(connection_kwargs(config))
     if uses_tls(config):
@@ -227,7 +227,7 @@ def async_client(config: RedisConfig, mode: Mode) -> AsyncClient:
             node.connection_class = cls
         return client
     if mode == "sentinel":
-        manager = redis.asyncio.sentinel.Sentinel(
+        manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
             sentinel_addresses(config), sentinel_kwargs=_sentinel_kwargs(config),
             **_sentinel_data_kwargs(config))
         sclient: redis.asyncio.Redis = manager.master_for(

@@ -78,7 +78,7 @@ class Topology:
         return sum(p.slot_count for p in self.primaries if not p.failed)
 
 
-def raw(client: redis.Redis, *args: str) -> Any:
+def raw(client: Any, *args: str) -> Any:
     """Send a command and read its reply unparsed: redis-py's reply parsers change
     shape between versions, and a plain client lacks the cluster commands."""
     pool = client.connection_pool
@@ -102,7 +102,9 @@ def _pairs(reply: Any) -> dict[str, Any]:
 
 def _seeds(config: RedisConfig, known: Iterable[str]) -> list[tuple[str, int]]:
     out: list[tuple[str, int]] = []
-    opts = parse_url(config.url) if not config.url.startswith("unix://") else {}
+    opts: dict[str, Any] = {}
+    if not config.url.startswith("unix://"):
+        opts = parse_url(config.url)  # type: ignore[no-untyped-call]
     if "host" in opts:
         out.append((opts["host"], int(opts.get("port", 6379))))
     for address in known:

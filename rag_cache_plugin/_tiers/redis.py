@@ -189,7 +189,7 @@ class RedisTier:
                 self._async[loop] = client
         return client
 
-    def _call(self, op: Callable[[SyncClient], T], what: str) -> T:
+    def _call(self, op: Callable[[Any], T], what: str) -> T:
         """Run ``op`` with the retry policy of the module docstring."""
         started = time.monotonic()
         client = self.client
@@ -203,7 +203,7 @@ class RedisTier:
                         or time.monotonic() - started >= self._budget / 2):
                     raise TierError(f"L3 {what}: {exc}") from exc
 
-    async def _acall(self, op: Callable[[AsyncClient], Awaitable[T]], what: str) -> T:
+    async def _acall(self, op: Callable[[Any], Awaitable[T]], what: str) -> T:
         """Async ``_call``, also cut at the deadline."""
         try:
             client = await self.aclient()
@@ -253,7 +253,8 @@ class RedisTier:
     def _node(c: redis.cluster.RedisCluster, partition: str) -> redis.Redis | None:
         try:
             node = c.nodes_manager.get_node_from_slot(key_slot(partition.encode()))
-            return c.get_redis_connection(node)
+            conn: redis.Redis = c.get_redis_connection(node)
+            return conn
         except _ERRORS:
             return None
 
@@ -272,7 +273,7 @@ class RedisTier:
         return op
 
     @staticmethod
-    def _mget_any(c: Any, names: list[str]) -> Any:
+    def _mget_any(c: Any, names: Sequence[str | bytes]) -> Any:
         # The server kind is not known before the first call: decide by the client.
         if isinstance(c, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster):
             return c.mget_nonatomic(names)
@@ -299,7 +300,7 @@ class RedisTier:
         return op
 
     @staticmethod
-    async def _anode_call(c: redis.asyncio.cluster.RedisCluster, partition: str,
+    async def _anode_call(c: Any, partition: str,
                           *args: Any) -> Any:
         try:
             node = c.nodes_manager.get_node_from_slot(key_slot(partition.encode()))
@@ -316,7 +317,7 @@ class RedisTier:
 
     def get(self, ref: Ref, now: float) -> Entry | None:
         raw = self._call(self._get_op(self.data_key(ref), ref.partition), "get")
-        return self._decode(ref, raw, now)  # type: ignore[arg-type]
+        return self._decode(ref, raw, now)
 
     def get_many(self, refs: Sequence[Ref], now: float) -> dict[str, Entry]:
         if not refs:
@@ -378,19 +379,22 @@ class RedisTier:
     def invalidate(self, namespace: str, tags: Sequence[str]) -> list[Ref]:
         refs: list[Ref] = []
         for tag in tags:
-            tk = self.tag_key(namespace, tag)
-            names = list(self._call(lambda c, tk=tk: c.smembers(tk), "invalidate"))  # type: ignore[misc]
-            if names:
-                raws = self._call(lambda c, names=names: self._mget_any(c, names),
-                                  "invalidate")
-                victims = [(n, ref) for n, raw in zip(names, raws, strict=True)
-                           if (ref := self._still_tagged(n, raw, namespace, tag)) is not None]
-                if victims:
-                    doomed = [n for n, _ in victims]
-                    self._call(lambda c, doomed=doomed: c.unlink(*doomed), "invalidate")
-                    refs.extend(ref for _, ref in victims)
-            self._call(lambda c, tk=tk: c.unlink(tk), "invalidate")
+            refs.extend(self._invalidate_tag(namespace, tag))
         return refs
+
+    def _invalidate_tag(self, namespace: str, tag: str) -> list[Ref]:
+        tk = self.tag_key(namespace, tag)
+        names: list[bytes] = list(self._call(lambda c: c.smembers(tk), "invalidate"))
+        victims: list[tuple[bytes, Ref]] = []
+        if names:
+            raws = self._call(lambda c: self._mget_any(c, names), "invalidate")
+            victims = [(n, ref) for n, raw in zip(names, raws, strict=True)
+                       if (ref := self._still_tagged(n, raw, namespace, tag)) is not None]
+            if victims:
+                doomed = [n for n, _ in victims]
+                self._call(lambda c: c.unlink(*doomed), "invalidate")
+        self._call(lambda c: c.unlink(tk), "invalidate")
+        return [ref for _, ref in victims]
 
     def _still_tagged(self, name: bytes, raw: bytes | None, namespace: str, tag: str) -> Ref | None:
         """The ref of a tag-set member that still carries ``tag`` (tag sets are never
@@ -436,13 +440,13 @@ class RedisTier:
 
     def last_news_id(self, namespace: str) -> str:
         key = self.news_key(namespace)
-        last = self._call(lambda c: c.xrevrange(key, count=1), "news")
-        return last[0][0].decode() if last else "0-0"  # type: ignore[index]
+        last: Any = self._call(lambda c: c.xrevrange(key, count=1), "news")
+        return str(last[0][0].decode()) if last else "0-0"
 
     def read_news(self, namespace: str, after: str) -> list[tuple[str, str, str, str]]:
         """Messages after ``after``: (id, origin, kind, body)."""
         key = self.news_key(namespace)
-        resp = self._call(lambda c: c.xread({key: after}, count=500), "news")
+        resp: Any = self._call(lambda c: c.xread({key: after}, count=500), "news")
         out: list[tuple[str, str, str, str]] = []
         # RESP3 answers a map of stream -> items, RESP2 a list of [stream, items].
         streams = resp.values() if isinstance(resp, dict) else [s[1] for s in resp or []]
