@@ -211,6 +211,35 @@ def test_auto_adjust_switches_a_full_noeviction_server_to_lfu() -> None:
             assert c.set("now", "fits")  # evicts instead of refusing
 
 
+def test_auto_adjust_raises_maxmemory_when_evictions_rise_and_hits_fall() -> None:
+    with LocalRedis(extra_args=["--maxmemory-policy", "allkeys-lru"]) as server:
+        c = server.client()
+        used = int(c.info("memory")["used_memory"])
+        limit = used + 2 * 1024 * 1024
+        c.config_set("maxmemory", str(limit))
+        manager = RedisClusterManager(server.url, auto_adjust=AutoAdjust(
+            max_maxmemory=limit * 2, allow_policy_switch=False))
+        for i in range(100):  # a working set that fits: every read hits
+            c.set(f"hot{i}", "x" * 1000)
+        for _ in range(3):
+            for i in range(100):
+                c.get(f"hot{i}")
+        first = manager.monitor_cluster()
+        assert first.adjustments == [] and first.hit_ratio == 1.0
+        for i in range(6000):  # a flood that evicts the working set: reads miss
+            c.set(f"cold{i}", "y" * 1000)
+        for i in range(100):
+            c.get(f"hot{i}")
+        second = manager.monitor_cluster()
+        assert second.evicted_keys > 0 and second.hit_ratio is not None
+        assert second.hit_ratio < first.hit_ratio
+        assert any("evictions rising" in r.message for r in second.recommendations)
+        assert [(a["setting"], a["old"], a["new"]) for a in second.adjustments] == [
+            ("maxmemory", str(limit), str(int(limit * 1.25)))]
+        assert int(c.config_get("maxmemory")["maxmemory"]) == int(limit * 1.25)
+        c.close()
+
+
 def test_manager_for_cache_reports_onto_the_cache_bus(redis_url: str) -> None:
     with RagCache(CacheConfig(redis=RedisConfig(url=redis_url))) as cache:
         seen: list[object] = []
