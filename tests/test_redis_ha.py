@@ -271,3 +271,51 @@ def test_cluster_down_fails_fast_sync_and_async() -> None:
         # handling would sleep 250 ms per attempt.
         assert sorted(took)[len(took) // 2] < 0.2, took
         assert sorted(atook)[len(atook) // 2] < 0.2, atook
+
+
+def test_hung_primary_costs_one_deadline_not_one_per_retry() -> None:
+    """A primary that accepts connections and never answers (SIGSTOP): each call gives
+    up after its deadline; retries and the map refresh do not multiply it."""
+    from rag_cache_plugin._codec import Codec
+    from rag_cache_plugin._errors import TierError
+    from rag_cache_plugin._keys import KeyMaker
+    from rag_cache_plugin._tiers import Ref
+    from rag_cache_plugin._tiers.redis import RedisTier
+
+    deadline = 0.3
+    with LocalCluster(3, 0, node_timeout_ms=60_000) as cluster:
+        tier = RedisTier(RedisConfig(url=cluster.url, timeout=deadline, connect_timeout=deadline),
+                         codec=Codec(), keys=KeyMaker())
+        refs = [Ref(f"k{i}", "ns", f"p{i}") for i in range(40)]
+        victim = cluster.primaries[0]
+        stuck = [r for r in refs if cluster.primary_for_key(tier.data_key(r)) is victim][:4]
+        assert stuck
+        tier.get_many(refs[:1], time.time())
+        cluster.pause(victim)
+        try:
+            took = []
+            for ref in stuck:
+                t = time.perf_counter()
+                with pytest.raises(TierError):
+                    tier.get(ref, time.time())
+                took.append(time.perf_counter() - t)
+
+            async def async_calls() -> list[float]:
+                out = []
+                for ref in stuck:
+                    t = time.perf_counter()
+                    with pytest.raises(TierError):
+                        await tier.aget(ref, time.time())
+                    out.append(time.perf_counter() - t)
+                await tier.aclose()
+                return out
+
+            atook = asyncio.run(async_calls())
+        finally:
+            cluster.resume(victim)
+            tier.close()
+        print(f"\nhung primary, deadline {deadline}s: sync calls {max(took):.3f}s max, "
+              f"async {max(atook):.3f}s max")
+        # One deadline each (plus slack for this busy machine), never three.
+        assert max(took) < 2 * deadline + 0.3, took
+        assert max(atook) < deadline + 0.3, atook
