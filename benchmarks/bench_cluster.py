@@ -123,7 +123,11 @@ async def concurrent(cache: RagCache, n: int, seconds: float, *, tasks: int,
                      batch: int) -> dict[str, Any]:
     """``tasks`` tasks, each looping ``alookup_many`` of ``batch`` questions of one
     context (batch 1: plain ``alookup``)."""
-    groups = [[i for i in range(c, n, CONTEXTS)] for c in range(CONTEXTS)]
+    # Questions and expected values built beforehand: the loop measures the cache.
+    groups = [[i for i in range(c, n, CONTEXTS)][:batch] for c in range(CONTEXTS)]
+    texts = [[question(i)[0] for i in g] for g in groups]
+    contexts = [question(g[0])[1] for g in groups]
+    expect = [value(i) for i in range(n)]
     count = 0
     wrong = 0
     stop = False
@@ -132,17 +136,15 @@ async def concurrent(cache: RagCache, n: int, seconds: float, *, tasks: int,
         nonlocal count, wrong
         g = k
         while not stop:
-            ids = groups[g % CONTEXTS][:batch]
+            c = g % CONTEXTS
+            ids = groups[c]
             g += tasks
             if batch == 1:
-                i = ids[0]
-                hit = await cache.alookup(*question(i)[:1], context=question(i)[1])
-                hits = [hit]
+                hits = [await cache.alookup(texts[c][0], context=contexts[c])]
             else:
-                hits = await cache.alookup_many([question(i)[0] for i in ids],
-                                                context=question(ids[0])[1])
+                hits = await cache.alookup_many(texts[c], context=contexts[c])
             for i, hit in zip(ids, hits, strict=True):
-                if hit is None or hit.value != value(i):
+                if hit is None or hit.value != expect[i]:
                     wrong += 1
             count += len(ids)
 
