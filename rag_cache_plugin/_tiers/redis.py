@@ -344,7 +344,7 @@ class RedisTier:
     def get_many(self, refs: Sequence[Ref], now: float) -> dict[str, Entry]:
         if not refs:
             return {}
-        names = [self.data_key(r) for r in refs]
+        names = self._names(refs)
         raws = self._call(self._mget_op(names, refs), "mget")
         out: dict[str, Entry] = {}
         for ref, raw in zip(refs, raws, strict=True):
@@ -507,10 +507,18 @@ class RedisTier:
             return None
         return None if entry.expires is not None and entry.expires <= now else entry
 
+    def _names(self, refs: Sequence[Ref]) -> list[str]:
+        """``data_key`` of each ref; a batch of one namespace builds its head once."""
+        ns = refs[0].namespace
+        if any(r.namespace != ns for r in refs):
+            return [self.data_key(r) for r in refs]
+        head = f"{self.config.prefix}:{self._ns(ns)}:{{"
+        return [f"{head}{r.partition}}}:{r.key}" for r in refs]
+
     async def aget_many(self, refs: Sequence[Ref], now: float) -> dict[str, Entry]:
         if not refs:
             return {}
-        names = [self.data_key(r) for r in refs]
+        names = self._names(refs)
         partition = refs[0].partition
         if self._mode is None:
             raws = await self._acall(lambda c: self._mget_any(c, names), "mget")
@@ -523,11 +531,12 @@ class RedisTier:
                 lambda c: self._anode_call(c, partition, "MGET", *names), "mget")
         out: dict[str, Entry] = {}
         bad: list[Ref] = []
+        decode = self._codec.decode
         for ref, raw in zip(refs, raws, strict=True):
             if raw is None:
                 continue
             try:
-                entry = self._codec.decode(raw, ref.key)
+                entry = decode(raw, ref.key)
             except CodecError as exc:
                 self._report_corrupt(ref, str(exc))
                 bad.append(ref)
