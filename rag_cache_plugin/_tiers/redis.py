@@ -119,8 +119,10 @@ class RedisTier:
         self._emit = emit
         self._ns_ids: dict[str, str] = {}
         self._sync: SyncClient | None = None
-        self._mode: Mode | None = None if config.cluster is None and not config.sentinels \
-            else ("sentinel" if config.sentinels else "cluster" if config.cluster else "standalone")
+        # Known from the configuration, or detected on first use.
+        self._mode: Mode | None = (
+            "sentinel" if config.sentinels else
+            None if config.cluster is None else "cluster" if config.cluster else "standalone")
         self._budget = config.timeout
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
             weakref.WeakKeyDictionary()
