@@ -30,7 +30,9 @@ class Thresholds:
     fragmentation: float = 1.5
     fragmentation_min_bytes: int = 64 * 1024 * 1024
     """Fragmentation of a nearly empty server means nothing."""
-    replication_lag_s: float = 10.0
+    replication_lag_s: float = 30.0
+    """Seconds without data from its primary (which pings every 10 s by default)."""
+    replication_lag_bytes: int = 1024 * 1024
     latency_ms: float = 50.0
 
 
@@ -187,7 +189,7 @@ def _judge(h: NodeHealth, t: Thresholds, info: dict[str, Any], node: Node) -> No
             flag("critical", f"replication link {h.link or 'unknown'}")
         elif h.lag_seconds is not None and h.lag_seconds > t.replication_lag_s:
             flag("warning", f"no data from its primary for {h.lag_seconds:.0f}s")
-        if h.lag_bytes is not None and h.lag_bytes > 0 and h.lag_seconds and h.lag_seconds > 1:
+        if h.lag_bytes is not None and h.lag_bytes > t.replication_lag_bytes:
             flag("warning", f"{h.lag_bytes} bytes behind its primary")
     if h.latency_ms is not None and h.latency_ms > t.latency_ms:
         flag("warning", f"PING takes {h.latency_ms:.1f} ms")
