@@ -196,6 +196,10 @@ def _print_health(report: HealthReport) -> None:
                 "hit ratio", "evicted", "clients", "ping ms", "link / lag"):
         table.add_column(col)
     for n in report.nodes:
+        if n.role == "sentinel":  # no data of its own
+            table.add_row(n.address, n.role, f"[{colour.get(n.status, 'white')}]{n.status}[/]",
+                          *[""] * 8, "-" if n.latency_ms is None else f"{n.latency_ms:.2f}", "")
+            continue
         lag = ""
         if n.role == "replica":
             lag = f"{n.link} / {n.lag_bytes if n.lag_bytes is not None else '?'}B"
