@@ -81,7 +81,9 @@ class SemanticLayer(Protocol):
         self, ref: Ref, question: str, canonical: str, now: float
     ) -> CacheHit | None: ...
     def added(self, entry: Entry) -> None: ...
-    def removed(self, keys: Iterable[str]) -> None: ...
+    def news_fields(self, entry: Entry) -> dict[str, Any]: ...
+    def removed(self, keys: Iterable[str], namespace: str | None = None,
+                partitions: Mapping[str, str] | None = None) -> None: ...
     def cleared(self, namespace: str | None) -> None: ...
     def feedback(self, hit: CacheHit, correct: bool) -> None: ...
     def close(self) -> None: ...
@@ -446,9 +448,10 @@ class RagCache:
         return True
 
     def _stored(self, entry: Entry, done: list[TierName], started: float) -> None:
+        body: dict[str, Any] = {"key": entry.key}
         if self.semantic is not None:
             self.semantic.added(entry)
-        body: dict[str, Any] = {"key": entry.key}
+            body.update(self.semantic.news_fields(entry))  # peers index it without a read
         self.news.publish(entry.namespace, "put", body)
         if self.bus.active:
             self._emit(Stored(entry.namespace, entry.key, tuple(done), entry.size,
@@ -464,25 +467,26 @@ class RagCache:
         for tier in self.lower:
             self._tier_call(tier, "delete", ref.namespace,
                             lambda t=tier: t.delete([ref]))  # type: ignore[misc]
-        self._removed(ref.namespace, [ref.key], (), "del")
+        self._removed(ref.namespace, [ref.key], (), "del", {ref.key: ref.partition})
 
     def invalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
         """Drop every entry carrying any of ``tags`` from every tier (and from
         peers' L1 through the news feed).  Returns how many distinct entries went."""
         tags_t = _check_tags(tags)
         ns = self.namespace if namespace is None else namespace
-        keys = {r.key for r in self.l1.invalidate(ns, tags_t)}
+        parts = {r.key: r.partition for r in self.l1.invalidate(ns, tags_t)}
         for tier in self.lower:
             refs = self._tier_call(tier, "invalidate", ns,
                                    lambda t=tier: t.invalidate(ns, tags_t))  # type: ignore[misc]
             if isinstance(refs, list):
-                keys.update(r.key for r in refs)
-        self._removed(ns, sorted(keys), tags_t, "inv")
-        return len(keys)
+                parts.update((r.key, r.partition) for r in refs)
+        self._removed(ns, sorted(parts), tags_t, "inv", parts)
+        return len(parts)
 
-    def _removed(self, ns: str, keys: list[str], tags: tuple[str, ...], kind: str) -> None:
+    def _removed(self, ns: str, keys: list[str], tags: tuple[str, ...], kind: str,
+                 partitions: Mapping[str, str] | None = None) -> None:
         if self.semantic is not None:
-            self.semantic.removed(keys)
+            self.semantic.removed(keys, ns, partitions)
         self.news.publish(ns, kind, {"keys": keys, "tags": list(tags)})
         if kind == "inv":
             self._emit_if_active(Invalidated(ns, "", tags, len(keys)))
@@ -529,13 +533,13 @@ class RagCache:
             raise ValueError("feedback needs the CacheHit a lookup returned")
         if self.semantic is not None:
             self.semantic.feedback(hit, correct)
-        elif not correct and hit.kind == "exact":
+        if not correct and hit.kind == "exact":
             ref = Ref(hit.key, hit.namespace, hit.partition)
             self.l1.delete([ref])
             for tier in self.lower:
                 self._tier_call(tier, "delete", ref.namespace,
                                 lambda t=tier: t.delete([ref]))  # type: ignore[misc]
-            self._removed(ref.namespace, [ref.key], (), "del")
+            self._removed(ref.namespace, [ref.key], (), "del", {ref.key: ref.partition})
 
     # -- introspection ------------------------------------------------------------
 
@@ -729,20 +733,20 @@ class RagCache:
         for tier in self.lower:
             await self._atier_call(tier, "delete", ref.namespace,
                                    lambda t=tier: t.adelete([ref]))  # type: ignore[misc]
-        self._removed(ref.namespace, [ref.key], (), "del")
+        self._removed(ref.namespace, [ref.key], (), "del", {ref.key: ref.partition})
 
     async def ainvalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
         """Async ``invalidate``."""
         tags_t = _check_tags(tags)
         ns = self.namespace if namespace is None else namespace
-        keys = {r.key for r in self.l1.invalidate(ns, tags_t)}
+        parts = {r.key: r.partition for r in self.l1.invalidate(ns, tags_t)}
         for tier in self.lower:
             refs = await self._atier_call(
                 tier, "invalidate", ns, lambda t=tier: t.ainvalidate(ns, tags_t))  # type: ignore[misc]
             if isinstance(refs, list):
-                keys.update(r.key for r in refs)
-        self._removed(ns, sorted(keys), tags_t, "inv")
-        return len(keys)
+                parts.update((r.key, r.partition) for r in refs)
+        self._removed(ns, sorted(parts), tags_t, "inv", parts)
+        return len(parts)
 
     async def aclear(self, namespace: str | None = None) -> None:
         """Async ``clear``."""

@@ -19,6 +19,7 @@ __all__ = [
     "ChainBoundary",
     "Cleared",
     "Corrupt",
+    "EmbeddingFailed",
     "EventBus",
     "Evicted",
     "Expired",
@@ -101,6 +102,16 @@ class TierFailed(CacheEvent):
     op: str
     error: str
     latency: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingFailed(CacheEvent):
+    """The embedder raised or returned garbage: the lookup missed, the store went
+    ahead without a vector (exact matching only)."""
+
+    error: str
+    latency: float = 0.0
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)
