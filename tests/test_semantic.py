@@ -3,14 +3,13 @@ across caches and processes; look-alikes, other partitions and removed entries n
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -201,7 +200,7 @@ def test_look_alikes_miss(model: Any, setting: str) -> None:
     with make(model, setting=setting) as c:
         for cached, _ in LOOK_ALIKES:
             c.store(cached, f"answer to {cached}")
-        for cached, other in LOOK_ALIKES:
+        for _, other in LOOK_ALIKES:
             hit = c.lookup(other)
             assert hit is None, (other, hit and hit.question, hit and hit.evidence)
         # ...while a true paraphrase of one of them still hits.
