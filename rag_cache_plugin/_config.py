@@ -94,7 +94,7 @@ class SemanticConfig(_Frozen):
     derived from the embedder when None."""
     ann: Literal["auto", "exact"] = "auto"
     """"auto": an HNSW index (usearch, the ``ann`` extra) for big partitions when installed."""
-    ann_threshold: int = Field(default=20_000, ge=1)
+    ann_threshold: int = Field(default=5_000, ge=1)
     """Partition size from which the ANN index replaces exact search."""
     memo_entries: int = Field(default=16_384, ge=0)
     """Canonical questions whose embeddings are kept in memory (LRU)."""

@@ -1,4 +1,4 @@
-"""Embedders: one small protocol, adapters for what users already have, and a memo.
+"""Embedders: one small protocol and adapters for what users already have.
 
 ``as_embedder`` accepts a LangChain ``Embeddings``, a LlamaIndex ``BaseEmbedding``, a
 sentence-transformers model, a model path or name, or any callable
@@ -13,14 +13,13 @@ import copy
 import os
 import re
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Embedder", "EmbeddingMemo", "as_embedder", "normalize_rows"]
+__all__ = ["Embedder", "as_embedder", "normalize_rows"]
 
 _PROBE = "dimension probe"
 
@@ -293,41 +292,3 @@ class _Renamed:
 
 def _has(obj: Any, *names: str) -> bool:
     return all(callable(getattr(obj, n, None)) for n in names)
-
-
-class EmbeddingMemo:
-    """Bounded LRU of canonical question -> unit vector (read-only float32 rows)."""
-
-    def __init__(self, max_entries: int) -> None:
-        self.max_entries = max_entries
-        self._data: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def get(self, text: str) -> np.ndarray | None:
-        with self._lock:
-            vec = self._data.get(text)
-            if vec is not None:
-                self._data.move_to_end(text)
-            return vec
-
-    def put(self, text: str, vec: np.ndarray) -> None:
-        if self.max_entries <= 0:
-            return
-        row = np.array(vec, dtype=np.float32)  # a private copy, frozen
-        row.setflags(write=False)
-        with self._lock:
-            self._data[text] = row
-            self._data.move_to_end(text)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
-
-    def put_many(self, items: Iterable[tuple[str, np.ndarray]]) -> None:
-        for text, vec in items:
-            self.put(text, vec)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()

@@ -16,16 +16,18 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterable, Mapping
-from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ._config import SemanticConfig
-from ._embedding import EmbeddingMemo, as_embedder
+from ._core import CacheHit
+from ._embedding import as_embedder
 from ._entry import Entry
-from ._events import EmbeddingFailed, Rejected, TierName
+from ._events import TierName
 from ._keys import canonicalize
+from ._semantic_embed import EmbeddingMemo, EmbeddingSide
+from ._semantic_fetch import afetch, fetch
 from ._semantic_load import PartitionLoader
 from ._semantic_store import FeedbackState, SharedState
 from ._tiers import Ref
@@ -33,22 +35,18 @@ from ._vector_index import ANN_EPSILON, Candidate, SemanticIndex
 from ._verifier import MatchVerifier, Verdict
 
 if TYPE_CHECKING:
-    from ._core import CacheHit, RagCache
+    from ._core import RagCache
 
 __all__ = ["SemanticMatcher"]
 
 _log = logging.getLogger("rag_cache_plugin")
 _REAP_INTERVAL = 30.0  # seconds between sweeps of a partition for expired rows
 
-Fetched = tuple[Entry | None, TierName, bool]
-"""(entry, tier it came from, whether "absent" is certain: every tier answered)"""
-
-
 def query_hash(canonical: str) -> str:
     return hashlib.blake2b(canonical.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
-class SemanticMatcher:
+class SemanticMatcher(EmbeddingSide):
     """Implements ``_core.SemanticLayer`` for one ``RagCache``."""
 
     def __init__(self, cache: RagCache, config: SemanticConfig) -> None:
@@ -70,84 +68,6 @@ class SemanticMatcher:
         self._feedback: dict[str, FeedbackState] = {}
         self._noted: set[str] = set()  # namespaces whose model was recorded in L2
         self._lock = threading.RLock()
-
-    # -- embedding ----------------------------------------------------------------
-
-    def _too_long(self, canonical: str, namespace: str) -> bool:
-        if len(canonical) <= self.config.max_embed_chars:
-            return False
-        self.cache._emit_if_active(Rejected(namespace, "", "question too long to embed",
-                                            len(canonical)))
-        return True
-
-    def _accept(self, texts: list[str], out: np.ndarray) -> None:
-        if self.dim is None:
-            self.dim = int(out.shape[1])
-        elif out.shape[1] != self.dim:
-            raise ValueError(f"embedder returned {out.shape[1]} dimensions, not {self.dim}")
-        self.memo.put_many(zip(texts, out, strict=True))
-
-    def _embed_failed(self, namespace: str, exc: BaseException, started: float, n: int) -> None:
-        _log.warning("rag-cache: embedding failed: %s", exc)
-        self.cache._emit_if_active(EmbeddingFailed(
-            namespace, "", f"{type(exc).__name__}: {exc}", perf_counter() - started, n))
-
-    def embed_many(self, texts: list[str], namespace: str) -> list[np.ndarray | None]:
-        """Vectors of canonical texts, memoised; None where embedding failed."""
-        out: list[np.ndarray | None] = [self.memo.get(t) for t in texts]
-        todo = sorted({t for t, v in zip(texts, out, strict=True) if v is None})
-        if todo:
-            started = perf_counter()
-            try:
-                fresh = self.embedder.embed(todo)
-                self._accept(todo, fresh)
-            except Exception as exc:  # never into the caller's chain
-                self._embed_failed(namespace, exc, started, len(todo))
-                return [v for v in out]
-            got = dict(zip(todo, fresh, strict=True))
-            out = [v if v is not None else got[t] for t, v in zip(texts, out, strict=True)]
-        return out
-
-    async def aembed_one(self, canonical: str, namespace: str) -> np.ndarray | None:
-        vec = self.memo.get(canonical)
-        if vec is None:
-            started = perf_counter()
-            try:
-                fresh = await self.embedder.aembed([canonical])
-                self._accept([canonical], fresh)
-            except Exception as exc:
-                self._embed_failed(namespace, exc, started, 1)
-                return None
-            vec = fresh[0]
-        return vec
-
-    def vector_for(self, canonical: str, namespace: str) -> bytes | None:
-        if self._too_long(canonical, namespace):
-            return None
-        vec = self.embed_many([canonical], namespace)[0]
-        return None if vec is None else np.asarray(vec, dtype="<f4").tobytes()
-
-    async def avector_for(self, canonical: str, namespace: str) -> bytes | None:
-        if self._too_long(canonical, namespace):
-            return None
-        vec = await self.aembed_one(canonical, namespace)
-        return None if vec is None else np.asarray(vec, dtype="<f4").tobytes()
-
-    def learn_dim(self, namespace: str) -> bool:
-        """Make sure the embedder's width is known (may embed a probe text once)."""
-        if self.dim is None:
-            started = perf_counter()
-            try:
-                self.dim = int(self.embedder.dim)
-            except Exception as exc:
-                self._embed_failed(namespace, exc, started, 1)
-        return self.dim is not None
-
-    def as_vector(self, raw: bytes | None) -> np.ndarray | None:
-        """A stored vector as a float32 row, or None if it does not fit this model."""
-        if raw is None or self.dim is None or len(raw) != self.dim * 4:
-            return None
-        return np.frombuffer(raw, dtype="<f4")
 
     # -- partitions ---------------------------------------------------------------
 
@@ -186,6 +106,7 @@ class SemanticMatcher:
         if idx is None:
             return None
         if not idx.loaded and now >= idx.retry_at:
+            self.feedback_state(ref.namespace)  # first use: read it here, off any event loop
             self.loader.load(idx, ref.namespace, ref.partition, now)
         if now >= idx.next_reap:
             idx.next_reap = now + _REAP_INTERVAL
@@ -233,8 +154,6 @@ class SemanticMatcher:
         thr = self.threshold(ref.namespace, ref.partition)
         if not verdict.match or verdict.score < thr:
             return None
-        from ._core import CacheHit
-
         evidence = {**verdict.evidence, "cosine": cosine, "threshold": thr, "query": question,
                     "model": self.model_id}
         return CacheHit(entry.value, tier, "semantic", verdict.score, entry.key, ref.namespace,
@@ -251,7 +170,7 @@ class SemanticMatcher:
             return None
         for pre in self._candidates(idx, ref, question, canonical, q, now):
             key = pre[0].key
-            entry, tier, certain = self._fetch(Ref(key, ref.namespace, ref.partition), now)
+            entry, tier, certain = fetch(self.cache, Ref(key, ref.namespace, ref.partition), now)
             if entry is None:
                 if certain:
                     self.forget(ref.namespace, ref.partition, [key], l3=True)
@@ -279,7 +198,8 @@ class SemanticMatcher:
             return None
         for pre in self._candidates(idx, ref, question, canonical, q, now):
             key = pre[0].key
-            entry, tier, certain = await self._afetch(Ref(key, ref.namespace, ref.partition), now)
+            ref_c = Ref(key, ref.namespace, ref.partition)
+            entry, tier, certain = await afetch(self.cache, ref_c, now)
             if entry is None:
                 if certain:
                     self.forget(ref.namespace, ref.partition, [key], l3=True)
@@ -290,53 +210,6 @@ class SemanticMatcher:
                     await self.cache._apromote(entry, tier, now)
                 return hit
         return None
-
-    def _fetch(self, ref: Ref, now: float) -> Fetched:
-        """Read through L1, L2, L3 behind their breakers, like an exact lookup."""
-        cache = self.cache
-        entry = cache.l1.get(ref, now)
-        if entry is not None:
-            return entry, "l1", True
-        certain = True
-        for tier in cache.lower:
-            breaker = cache.breakers[tier.name]
-            if not breaker.allow():
-                certain = False
-                continue
-            started = perf_counter()
-            try:
-                entry = tier.get(ref, now)
-            except Exception as exc:
-                cache._failed(tier, "get", exc, ref.namespace, started)
-                certain = False
-                continue
-            breaker.success()
-            if entry is not None:
-                return entry, tier.name, True
-        return None, "l1", certain
-
-    async def _afetch(self, ref: Ref, now: float) -> Fetched:
-        cache = self.cache
-        entry = cache.l1.get(ref, now)
-        if entry is not None:
-            return entry, "l1", True
-        certain = True
-        for tier in cache.lower:
-            breaker = cache.breakers[tier.name]
-            if not breaker.allow():
-                certain = False
-                continue
-            started = perf_counter()
-            try:
-                entry = await tier.aget(ref, now)
-            except Exception as exc:
-                cache._failed(tier, "get", exc, ref.namespace, started)
-                certain = False
-                continue
-            breaker.success()
-            if entry is not None:
-                return entry, tier.name, True
-        return None, "l1", certain
 
     # -- changes from this process --------------------------------------------------
 

@@ -83,7 +83,7 @@ class _Usearch:
         from usearch.index import Index
 
         self.index = Index(ndim=dim, metric="cos", dtype=dtype, connectivity=16,
-                           expansion_add=128, expansion_search=64)
+                           expansion_add=64, expansion_search=64)
 
     def grow(self, capacity: int) -> None:
         pass  # usearch grows by itself
@@ -122,7 +122,7 @@ class IndexStats:
 class SemanticIndex:
     """One partition's questions and vectors; thread-safe."""
 
-    def __init__(self, dim: int | None = None, *, ann_threshold: int | None = 20_000) -> None:
+    def __init__(self, dim: int | None = None, *, ann_threshold: int | None = 5_000) -> None:
         self.dim = dim
         """Width of the vectors; taken from the first row when not given."""
         self.ann_threshold = ann_threshold if ann_threshold and usearch_available() else None
@@ -285,11 +285,6 @@ class SemanticIndex:
             if slot is None:
                 return None
             return self._store.vectors(np.array([slot]))[0].copy()
-
-    def question(self, key: str) -> str | None:
-        with self.lock:
-            slot = self._slot.get(key)
-            return None if slot is None else self._questions[slot]
 
     def keys(self) -> list[str]:
         with self.lock:

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from rag_cache_plugin import CacheConfig, RagCache, SemanticConfig
-from rag_cache_plugin._embedding import Embedder, EmbeddingMemo, as_embedder
+from rag_cache_plugin._embedding import Embedder, as_embedder
+from rag_cache_plugin._semantic_embed import EmbeddingMemo
 from tests.minilm_support import (
     Counting,
     encode,
