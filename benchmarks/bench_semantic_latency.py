@@ -265,6 +265,8 @@ def markdown(res: dict[str, Any]) -> str:
                   "GPTCache runs with its default threshold (0.8 on its distance scale), so it "
                   "answers more paraphrases and more look-alikes; ours runs the strict "
                   "setting."]
+    if res.get("notes"):
+        lines += ["", "## Notes", "", *(f"- {n}" for n in res["notes"])]
     return "\n".join(lines) + "\n"
 
 

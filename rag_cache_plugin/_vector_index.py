@@ -83,7 +83,7 @@ class _Usearch:
         from usearch.index import Index
 
         self.index = Index(ndim=dim, metric="cos", dtype=dtype, connectivity=16,
-                           expansion_add=64, expansion_search=64)
+                           expansion_add=64, expansion_search=128)
 
     def grow(self, capacity: int) -> None:
         pass  # usearch grows by itself
