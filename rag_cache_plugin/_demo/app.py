@@ -53,6 +53,9 @@ class Answer:
     text: str
     cache: dict[str, Any] | None
     """The cache's mark: {"tier", "kind", "score"} when the answer came from the cache."""
+    tokens: tuple[int, int] = (0, 0)
+    """(input, output) tokens of the model call that produced the answer (a cached
+    answer carries its producer's usage)."""
 
     @property
     def cached(self) -> bool:
@@ -82,6 +85,11 @@ def format_nodes(nodes: list[NodeWithScore]) -> str:
 def _mark(message: AIMessage) -> dict[str, Any] | None:
     mark = message.response_metadata.get(MARK)
     return dict(mark) if isinstance(mark, dict) else None
+
+
+def _tokens(message: AIMessage) -> tuple[int, int]:
+    usage = message.usage_metadata or {}
+    return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
 
 
 class DemoApp:
@@ -120,11 +128,12 @@ class DemoApp:
 
         return (Passthrough.assign(context=itemgetter("question") | RunnableLambda(retrieve))
                 | PROMPT | self.model
-                | RunnableParallel(text=StrOutputParser(), cache=RunnableLambda(_mark)))
+                | RunnableParallel(text=StrOutputParser(), cache=RunnableLambda(_mark),
+                                   tokens=RunnableLambda(_tokens)))
 
     def ask(self, question: str, config: dict[str, Any] | None = None) -> Answer:
         out = self.chain.invoke({"question": question}, config=config)  # type: ignore[arg-type]
-        return Answer(out["text"], out["cache"])
+        return Answer(out["text"], out["cache"], out["tokens"])
 
     def clear(self) -> None:
         self.cache.clear()

@@ -59,7 +59,8 @@ def _header(run: DemoRun, s: dict[str, Any]) -> Panel:
 
 def _answers(s: dict[str, Any]) -> Table:
     a, r, g = s["answers"], s["retrievals"], s["ground_truth"]
-    ok = "[green]yes[/]" if s["consistent"] else "[red]NO[/]"
+    bad = [k for k, v in s["checks"].items() if not v]
+    ok = "[green]yes[/]" if not bad else "[red]NO: " + ", ".join(bad) + "[/]"
     return _kv("Answers", [
         ("answered from the cache", _of(a["from_cache"], a["asked"])),
         ("answered by the model", str(a["model_calls"])),
@@ -71,7 +72,7 @@ def _answers(s: dict[str, Any]) -> Table:
          f"{g['lookalikes']['missed']}/{g['lookalikes']['total']}"),
         ("false hits", ("[green]0[/]" if not g["false_hits"] else
                         f"[red]{g['false_hits']}[/]: " + "; ".join(g["false_hit_questions"]))),
-        ("per-answer marks agree with analytics", ok),
+        ("answers, marks and tokens agree with analytics", ok),
     ])
 
 

@@ -57,6 +57,7 @@ class Outcome:
     ask: Ask
     answer: str
     cache: dict[str, Any] | None
+    tokens: tuple[int, int]
     seconds: float
 
 
@@ -179,7 +180,8 @@ def _ask_all(app: Any, analytics: CacheAnalytics, workload: list[Ask], options: 
     for ask in workload:
         t = time.perf_counter()
         answer = app.ask(ask.question)
-        outcomes.append(Outcome(ask, answer.text, answer.cache, time.perf_counter() - t))
+        outcomes.append(Outcome(ask, answer.text, answer.cache, answer.tokens,
+                                time.perf_counter() - t))
         cached += answer.cached
         if len(outcomes) % every == 0:
             analytics.capture_snapshot()
