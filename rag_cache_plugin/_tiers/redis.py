@@ -19,7 +19,7 @@ import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from .._codec import Codec
@@ -34,6 +34,11 @@ __all__ = ["RedisTier"]
 
 SyncClient = redis.Redis | redis.cluster.RedisCluster
 AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+
+
+def _wrong_type(exc: ResponseError) -> bool:
+    """GET on a key holding a list, hash, ...: a planted or foreign value."""
+    return str(exc).startswith("WRONGTYPE")
 
 
 class RedisTier:
@@ -179,6 +184,10 @@ class RedisTier:
     def get(self, ref: Ref, now: float) -> Entry | None:
         try:
             raw = self.client.get(self.data_key(ref))
+        except ResponseError as exc:
+            if not _wrong_type(exc):
+                raise TierError(f"L3 get: {exc}") from exc
+            raw = b""  # a planted value of another type: corrupt, not a tier failure
         except RedisError as exc:
             raise TierError(f"L3 get: {exc}") from exc
         return self._decode(ref, raw, now)  # type: ignore[arg-type]
@@ -346,6 +355,10 @@ class RedisTier:
     async def aget(self, ref: Ref, now: float) -> Entry | None:
         try:
             raw = await (await self.aclient()).get(self.data_key(ref))
+        except ResponseError as exc:
+            if not _wrong_type(exc):
+                raise TierError(f"L3 get: {exc}") from exc
+            raw = b""  # a planted value of another type: corrupt, not a tier failure
         except RedisError as exc:
             raise TierError(f"L3 get: {exc}") from exc
         if raw is None:
