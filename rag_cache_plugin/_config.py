@@ -11,6 +11,7 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ._errors import ConfigError
+from ._policies import DEFAULT_POLICY
 
 __all__ = ["CacheConfig", "RedisConfig", "SemanticConfig"]
 
@@ -112,7 +113,8 @@ class CacheConfig(_Frozen):
     """Default time to live of an entry in seconds; None keeps entries until evicted."""
     l1_max_entries: int = Field(default=10_000, ge=0)
     l1_max_bytes: int = Field(default=128 * _MiB, ge=0)
-    l1_policy: str = "lru"
+    l1_policy: str = DEFAULT_POLICY
+    """L1 eviction policy: "tinylfu" (W-TinyLFU, the default), "lru", "lfu" or "s3fifo"."""
     l1_ttl: float | None = Field(default=None, gt=0)
     """Cap on how long L1 keeps an entry; bounds staleness if news from peers is lost."""
     l2_max_bytes: int = Field(default=1024 * _MiB, ge=_MiB)
@@ -138,6 +140,9 @@ class CacheConfig(_Frozen):
     pragmas only hold if every connection sets them)."""
     news_poll_interval: float = Field(default=0.2, gt=0)
     """How often peers' invalidations are read from the shared tiers, in seconds."""
+    single_flight_timeout: float = Field(default=10.0, gt=0, le=3600)
+    """Longest wait, in seconds, of a ``lookup(..., single_flight=True)`` for another
+    caller computing the same answer; also the lease of that caller's claim."""
 
     @field_validator("sqlite_pragmas")
     @classmethod

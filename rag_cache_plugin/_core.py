@@ -21,13 +21,14 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._breaker import CircuitBreaker
-from ._codec import Codec, derive_key, loads, needs_exact_parse
+from ._codec import Codec, derive_key
 from ._config import CacheConfig
 from ._entry import Entry
 from ._events import (
     BreakerChanged,
     Cleared,
     EventBus,
+    FeedbackReported,
     Hit,
     Invalidated,
     MatchKind,
@@ -37,6 +38,7 @@ from ._events import (
     TierFailed,
     TierName,
 )
+from ._flight import FlightTable
 from ._keys import KeyMaker, canonicalize
 from ._news import NewsFeed, NewsSource, RedisNews, SqliteNews
 from ._tiers import Ref, Tier
@@ -53,7 +55,6 @@ _log = logging.getLogger("rag_cache_plugin")
 _MEMO_MAX = 16_384
 _MEMO_MAX_CHARS = 65_536  # longer prompts are hashed each time rather than pinned in memory
 _ALL = "*"  # news namespace for clears of every namespace
-_PRIMITIVES = (str, int, float, bool, type(None))
 _REPLAY_MAX = 100_000  # deferred repairs kept during a long outage; the oldest go first
 _MAX_TTL = 100 * 365 * 86_400.0  # Redis refuses expiry times far beyond this
 
@@ -74,6 +75,29 @@ class CacheHit:
     """The cached question (for a semantic hit, the one that matched)."""
     expires: float | None = None
     evidence: Mapping[str, Any] | None = None
+
+
+# A frozen dataclass's __init__ pays object.__setattr__ per field, which was most of
+# an L1 hit's cost; hits built by the core fill the slots directly (same class, same API).
+(_s_value, _s_tier, _s_kind, _s_score, _s_key, _s_ns, _s_part, _s_question, _s_expires,
+ _s_evidence) = (getattr(CacheHit, f).__set__ for f in CacheHit.__dataclass_fields__)
+
+
+def _new_hit(value: Any, tier: TierName, kind: MatchKind, score: float, key: str, ns: str,
+             partition: str, question: str, expires: float | None,
+             evidence: Mapping[str, Any] | None) -> CacheHit:
+    hit = object.__new__(CacheHit)
+    _s_value(hit, value)
+    _s_tier(hit, tier)
+    _s_kind(hit, kind)
+    _s_score(hit, score)
+    _s_key(hit, key)
+    _s_ns(hit, ns)
+    _s_part(hit, partition)
+    _s_question(hit, question)
+    _s_expires(hit, expires)
+    _s_evidence(hit, evidence)
+    return hit
 
 
 class SemanticLayer(Protocol):
@@ -220,6 +244,7 @@ class RagCache:
             from ._semantic import SemanticMatcher
 
             self.semantic = SemanticMatcher(self, config.semantic)
+        self.flights = FlightTable(self, config.single_flight_timeout)
         self.news.start()
 
     # -- plumbing -----------------------------------------------------------------
@@ -299,7 +324,7 @@ class RagCache:
 
     def _hit(self, entry: Entry, tier: TierName, kind: MatchKind, score: float,
              evidence: Mapping[str, Any] | None, started: float, question: str) -> CacheHit:
-        hit = CacheHit(entry.value, tier, kind, score, entry.key, entry.namespace,
+        hit = _new_hit(entry.value, tier, kind, score, entry.key, entry.namespace,
                        entry.partition, entry.question, entry.expires, evidence)
         if self.bus.active:
             self._emit(Hit(entry.namespace, entry.key, tier, kind, perf_counter() - started,
@@ -406,18 +431,22 @@ class RagCache:
     # -- lookup -------------------------------------------------------------------
 
     def lookup(self, question: str, *, context: Any = "", llm_string: str = "",
-               namespace: str | None = None) -> CacheHit | None:
-        """Find a cached answer: exact first (L1, L2, L3), then semantic."""
-        started = perf_counter()
+               namespace: str | None = None, single_flight: bool = False) -> CacheHit | None:
+        """Find a cached answer: exact first (L1, L2, L3), then semantic.
+
+        ``single_flight=True``: on a miss, wait (up to ``single_flight_timeout``) while
+        another thread or task computes this answer; a None tells the caller to compute
+        it and ``store`` it (or ``release`` the key if it cannot)."""
+        started = perf_counter() if self.bus.active else 0.0
         try:
             ref, canonical = self._ref(question, context, llm_string, namespace)
         except _Oversize as exc:
             self._oversize(namespace, exc.args[0], "question")
             return None
-        now = self._clock()
-        entry = self.l1.get(ref, now)
+        entry = self.l1.find(ref.key, self._clock)
         if entry is not None:
             return self._l1_hit(entry, started, question)
+        now = self._clock()
         for tier in self.lower:
             entry = self._tier_get(tier, ref, now)
             if entry is not None:
@@ -429,6 +458,10 @@ class RagCache:
                 if self.bus.active:
                     self._emit(Hit(ref.namespace, hit.key, hit.tier, "semantic",
                                    perf_counter() - started, hit.score, question, ref.partition))
+                return hit
+        if single_flight:
+            hit = self.flights.follow(ref, question, started)
+            if hit is not None:
                 return hit
         self._miss(ref, started, question)
         return None
@@ -491,20 +524,12 @@ class RagCache:
         elif (isinstance(ttl, bool) or not isinstance(ttl, int | float)
               or not 0 < ttl <= _MAX_TTL):  # also refuses NaN and infinity
             raise ValueError(f"ttl must be a positive number of seconds, at most {_MAX_TTL:g}")
-        if not isinstance(value, _PRIMITIVES):
-            # The value every tier returns is the JSON round trip; L1 must agree.
-            try:
-                text = json.dumps(value, check_circular=True)
-                # orjson would turn integers beyond 64 bits into floats.
-                value = json.loads(text) if needs_exact_parse(value) else loads(text)
-            except (TypeError, ValueError, RecursionError) as exc:
-                raise ValueError(f"cache values must be JSON data: {exc}") from exc
         return Entry(ref.key, ref.namespace, ref.partition, question, value, now,
                      None if ttl is None else now + ttl, tags_t)
 
     def _finish_entry(self, entry: Entry) -> bool:
         """Encode (ValueError for non-JSON data); False if over the size limit."""
-        self.codec.encode(entry)
+        self.codec.encode(entry, normalize=True)
         if entry.size > self.config.max_entry_bytes:
             self._emit_if_active(Rejected(entry.namespace, entry.key, "entry too large",
                                           entry.size))
@@ -528,6 +553,7 @@ class RagCache:
         if self.semantic is not None:
             entry.vector = self.semantic.vector_for(canonical, ref.namespace)
         if not self._finish_entry(entry):
+            self.flights.release(ref)
             return False
         self.l1.set(entry, now)
         done: list[TierName] = ["l1"]
@@ -536,6 +562,7 @@ class RagCache:
                                partial(tier.delete, [ref]), ref.key) is not None:
                 done.append(tier.name)
         self._stored(entry, done, started)
+        self.flights.landed(ref)
         return True
 
     def _stored(self, entry: Entry, done: list[TierName], started: float) -> None:
@@ -558,6 +585,16 @@ class RagCache:
             fn = partial(tier.delete, [ref])
             self._tier_call(tier, "delete", ref.namespace, fn, fn)
         self._removed(ref.namespace, [ref.key], (), "del")
+
+    def release(self, question: str, *, context: Any = "", llm_string: str = "",
+                namespace: str | None = None) -> None:
+        """Give up leading a ``single_flight`` miss (the answer could not be computed):
+        waiting callers stop waiting and one of them leads instead."""
+        try:
+            ref = self._ref(question, context, llm_string, namespace)[0]
+        except _Oversize:
+            return  # such a question is never looked up, so never led
+        self.flights.release(ref)
 
     def invalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
         """Drop every entry carrying any of ``tags`` from every tier (and from
@@ -622,6 +659,8 @@ class RagCache:
         partition's threshold; a wrong exact hit drops the entry."""
         if not isinstance(hit, CacheHit):
             raise ValueError("feedback needs the CacheHit a lookup returned")
+        self._emit_if_active(FeedbackReported(hit.namespace, hit.key, bool(correct), hit.score,
+                                              hit.kind, hit.partition))
         if self.semantic is not None:
             self.semantic.feedback(hit, correct)
         elif not correct and hit.kind == "exact":
@@ -728,18 +767,19 @@ class RagCache:
                                    partial(l2.aset, entry, now, replace=False))
 
     async def alookup(self, question: str, *, context: Any = "", llm_string: str = "",
-                      namespace: str | None = None) -> CacheHit | None:
+                      namespace: str | None = None,
+                      single_flight: bool = False) -> CacheHit | None:
         """Async ``lookup``."""
-        started = perf_counter()
+        started = perf_counter() if self.bus.active else 0.0
         try:
             ref, canonical = self._ref(question, context, llm_string, namespace)
         except _Oversize as exc:
             self._oversize(namespace, exc.args[0], "question")
             return None
-        now = self._clock()
-        entry = self.l1.get(ref, now)
+        entry = self.l1.find(ref.key, self._clock)
         if entry is not None:
             return self._l1_hit(entry, started, question)
+        now = self._clock()
         for tier in self.lower:
             entry = await self._atier_get(tier, ref, now)
             if entry is not None:
@@ -751,6 +791,10 @@ class RagCache:
                 if self.bus.active:
                     self._emit(Hit(ref.namespace, hit.key, hit.tier, "semantic",
                                    perf_counter() - started, hit.score, question, ref.partition))
+                return hit
+        if single_flight:
+            hit = await self.flights.afollow(ref, question, started)
+            if hit is not None:
                 return hit
         self._miss(ref, started, question)
         return None
@@ -821,6 +865,7 @@ class RagCache:
         if self.semantic is not None:
             entry.vector = await self.semantic.avector_for(canonical, ref.namespace)
         if not self._finish_entry(entry):
+            await self.flights.arelease(ref)
             return False
         self.l1.set(entry, now)
         done: list[TierName] = ["l1"]
@@ -830,6 +875,7 @@ class RagCache:
                                       partial(tier.delete, [ref]), ref.key) is not None:
                 done.append(tier.name)
         self._stored(entry, done, started)
+        await self.flights.alanded(ref)
         return True
 
     async def adelete(self, question: str, *, context: Any = "", llm_string: str = "",
@@ -841,6 +887,15 @@ class RagCache:
             await self._atier_call(tier, "delete", ref.namespace, partial(tier.adelete, [ref]),
                                    partial(tier.delete, [ref]))
         self._removed(ref.namespace, [ref.key], (), "del")
+
+    async def arelease(self, question: str, *, context: Any = "", llm_string: str = "",
+                       namespace: str | None = None) -> None:
+        """Async ``release``."""
+        try:
+            ref = self._ref(question, context, llm_string, namespace)[0]
+        except _Oversize:
+            return
+        await self.flights.arelease(ref)
 
     async def ainvalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
         """Async ``invalidate``."""

@@ -2,6 +2,11 @@
 
 Analytics, warming and tuning subscribe here.  Emitting is skipped entirely when
 nobody listens (``EventBus.active``), so the hot path pays nothing by default.
+
+Events are read-only by contract but not ``frozen``: a frozen dataclass sets each
+field through ``object.__setattr__`` and builds about five times slower, and a
+``Hit`` is built on every lookup while anyone listens.  ``unsafe_hash`` keeps them
+hashable and comparable by value, as frozen ones were.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ TierName = Literal["l1", "l2", "l3"]
 MatchKind = Literal["exact", "semantic"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CacheEvent:
     """Base of every event: the namespace and the entry key it concerns (or "")."""
 
@@ -46,7 +51,7 @@ class CacheEvent:
     key: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Hit(CacheEvent):
     tier: TierName
     kind: MatchKind
@@ -56,7 +61,7 @@ class Hit(CacheEvent):
     partition: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Miss(CacheEvent):
     latency: float
     question: str = ""
@@ -64,7 +69,7 @@ class Miss(CacheEvent):
     partition: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Stored(CacheEvent):
     tiers: tuple[TierName, ...]
     size: int
@@ -73,29 +78,29 @@ class Stored(CacheEvent):
     partition: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Evicted(CacheEvent):
     tier: TierName
     reason: str = "capacity"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Expired(CacheEvent):
     tier: TierName
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Invalidated(CacheEvent):
     tags: tuple[str, ...]
     count: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Cleared(CacheEvent):
     pass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TierFailed(CacheEvent):
     tier: TierName
     op: str
@@ -103,19 +108,19 @@ class TierFailed(CacheEvent):
     latency: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Corrupt(CacheEvent):
     tier: TierName
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class BreakerChanged(CacheEvent):
     tier: TierName
     state: Literal["open", "half-open", "closed"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Rejected(CacheEvent):
     """A store or an embedding was refused by a configured limit."""
 
@@ -123,7 +128,7 @@ class Rejected(CacheEvent):
     size: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class FeedbackReported(CacheEvent):
     correct: bool
     score: float
@@ -136,7 +141,7 @@ class FeedbackReported(CacheEvent):
 Operation = Literal["llm", "chat", "embedding", "retrieval", "query", "chain", "tool"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class CallCompleted(CacheEvent):
     """A model, retriever, query engine or chain call observed by a framework handler
     (analytics counts these: latency, tokens, cost, errors)."""
@@ -154,7 +159,7 @@ class CallCompleted(CacheEvent):
     """"langchain" or "llama_index"."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class QueryObserved(CacheEvent):
     """A question a user asked, with what answering it cost (warming's query log)."""
 
@@ -169,7 +174,7 @@ class QueryObserved(CacheEvent):
     source: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class ChainBoundary(CacheEvent):
     """A top-level chain or query finished: a safe point for the tuner to act."""
 

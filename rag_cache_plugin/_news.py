@@ -46,8 +46,7 @@ class SqliteNews:
         self._after: int | None = None
 
     def send(self, messages: list[tuple[str, str, str, str]]) -> None:
-        for origin, ns, kind, body in messages:
-            self._tier.publish(origin, ns, kind, body)
+        self._tier.publish_many(messages)
 
     def poll(self) -> list[tuple[str, str, str, str]]:
         if self._after is None:

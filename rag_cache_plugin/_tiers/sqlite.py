@@ -104,6 +104,7 @@ _DEL_KEY = "DELETE FROM entries WHERE key = ?"
 _DEL_EXPIRED = "DELETE FROM entries WHERE key = ? AND expire_time <= ?"
 _SIZE = "SELECT value FROM meta WHERE name = 'size'"
 _NEWS_KEEP = 600.0  # seconds of news kept for peers that poll
+_NEWS_MIN_ROWS = 10_000  # ... and at least this many rows
 
 _CORRUPTION_MARKERS = ("malformed", "not a database", "file is encrypted", "disk image")
 _RECHECK = 1.0  # seconds between checks that the path still names the file we use
@@ -528,21 +529,27 @@ class SqliteTier:
 
     # -- news for peers sharing the file ------------------------------------------
 
-    def publish(self, origin: str, namespace: str, kind: str, body: str) -> None:
+    def publish_many(self, messages: Sequence[tuple[str, str, str, str]]) -> None:
+        """Append (origin, namespace, kind, body) rows in one transaction."""
         try:
-            self._publish(origin, namespace, kind, body)
+            self._publish_many(messages)
         except TierError as exc:
             # A full file must not swallow news (peers' L1 would miss invalidations).
-            if not _is_full(exc.__cause__) or not self._make_room(time.time(), len(body)):
+            need = sum(len(m[3]) for m in messages)
+            if not _is_full(exc.__cause__) or not self._make_room(time.time(), need):
                 raise
-            self._publish(origin, namespace, kind, body)
+            self._publish_many(messages)
 
-    def _publish(self, origin: str, namespace: str, kind: str, body: str) -> None:
+    def _publish_many(self, messages: Sequence[tuple[str, str, str, str]]) -> None:
         now = time.time()
         with self._write() as conn:
-            conn.execute("INSERT INTO news (at, origin, ns, kind, body) VALUES (?, ?, ?, ?, ?)",
-                         (now, origin, namespace, kind, body))
-            conn.execute("DELETE FROM news WHERE at < ?", (now - _NEWS_KEEP,))
+            conn.executemany("INSERT INTO news (at, origin, ns, kind, body) VALUES (?, ?, ?, ?, ?)",
+                             [(now, o, ns, k, b) for o, ns, k, b in messages])
+            # Trim by sequence number (the primary key): no scan, no index to maintain.
+            last = conn.execute("SELECT max(seq) FROM news").fetchone()[0] or 0
+            if last % 256 < len(messages):
+                conn.execute("DELETE FROM news WHERE seq <= ? AND at < ?",
+                             (last - _NEWS_MIN_ROWS, now - _NEWS_KEEP))
 
     def read_news(self, after: int) -> list[tuple[int, str, str, str, str]]:
         """News rows with ``seq > after``: (seq, origin, ns, kind, body)."""

@@ -1,0 +1,1 @@
+"""Private parts of ``rag_cache_plugin.analytics`` (import from there)."""
