@@ -349,8 +349,15 @@ class RagCache:
 
     # -- tier calls behind breakers (sync) ------------------------------------------
 
+    def _repair_pending(self, tier: Tier, key: str) -> bool:
+        """A write or removal of ``key`` failed in ``tier`` and awaits its repair: the
+        tier may still hold an older version, so it must not answer for that key."""
+        return bool(self._replay_keys) and (tier.name, key) in self._replay_keys
+
     def _tier_get(self, tier: Tier, ref: Ref, now: float) -> Entry | None:
-        if not self.breakers[tier.name].allow():
+        # Pending repair first: allow() may hand out the half-open probe, which must
+        # then be used.
+        if self._repair_pending(tier, ref.key) or not self.breakers[tier.name].allow():
             return None
         t = perf_counter()
         try:
@@ -498,7 +505,7 @@ class RagCache:
             rest: list[int] = []
             for i in todo:
                 entry = found.get(refs[i][0].key)
-                if entry is None:
+                if entry is None or self._repair_pending(tier, entry.key):
                     rest.append(i)
                 else:
                     self._promote(entry, tier.name, now)
@@ -583,7 +590,7 @@ class RagCache:
         self.l1.delete([ref])
         for tier in self.lower:
             fn = partial(tier.delete, [ref])
-            self._tier_call(tier, "delete", ref.namespace, fn, fn)
+            self._tier_call(tier, "delete", ref.namespace, fn, fn, ref.key)
         self._removed(ref.namespace, [ref.key], (), "del")
 
     def release(self, question: str, *, context: Any = "", llm_string: str = "",
@@ -668,7 +675,7 @@ class RagCache:
             self.l1.delete([ref])
             for tier in self.lower:
                 fn = partial(tier.delete, [ref])
-                self._tier_call(tier, "delete", ref.namespace, fn, fn)
+                self._tier_call(tier, "delete", ref.namespace, fn, fn, ref.key)
             self._removed(ref.namespace, [ref.key], (), "del")
 
     # -- introspection ------------------------------------------------------------
@@ -723,7 +730,9 @@ class RagCache:
     # -- async twins ----------------------------------------------------------------
 
     async def _atier_get(self, tier: Tier, ref: Ref, now: float) -> Entry | None:
-        if not self.breakers[tier.name].allow():
+        # Pending repair first: allow() may hand out the half-open probe, which must
+        # then be used.
+        if self._repair_pending(tier, ref.key) or not self.breakers[tier.name].allow():
             return None
         t = perf_counter()
         try:
@@ -835,7 +844,7 @@ class RagCache:
             rest: list[int] = []
             for i in todo:
                 entry = found.get(refs[i][0].key)
-                if entry is None:
+                if entry is None or self._repair_pending(tier, entry.key):
                     rest.append(i)
                 else:
                     await self._apromote(entry, tier.name, now)
@@ -885,7 +894,7 @@ class RagCache:
         self.l1.delete([ref])
         for tier in self.lower:
             await self._atier_call(tier, "delete", ref.namespace, partial(tier.adelete, [ref]),
-                                   partial(tier.delete, [ref]))
+                                   partial(tier.delete, [ref]), ref.key)
         self._removed(ref.namespace, [ref.key], (), "del")
 
     async def arelease(self, question: str, *, context: Any = "", llm_string: str = "",

@@ -113,3 +113,24 @@ def test_write_that_failed_in_an_outage_leaves_no_older_version(
             l3_holds=None if left is None else left.value)
     assert seen is None or seen.value == "v2"
     assert left is None or left.value == "v2"
+
+
+def test_a_key_awaiting_repair_is_not_read_and_leaves_the_probe(redis_url: str) -> None:
+    """While a repair of a key is pending, the tier must not answer for that key; and
+    skipping it must not consume the half-open breaker's single probe."""
+    cfg = CacheConfig(redis=RedisConfig(url=redis_url, breaker_threshold=1, breaker_reset=0.05),
+                      l1_max_entries=0, news_poll_interval=60)
+    with RagCache(cfg) as cache:
+        assert cache.l3 is not None
+        cache.store("q", "old")
+        ref = cache.ref("q")
+        cache._defer(cache.l3, lambda: None, ref.key)  # as if a newer write had failed
+        assert cache.lookup("q") is None  # L3 still holds "old": not served
+        breaker = cache.breakers["l3"]
+        breaker.failure()
+        time.sleep(0.06)  # half-open: one probe to hand out
+        assert cache.lookup("q") is None
+        assert breaker.allow(), "the skipped lookup took the probe"
+        breaker.success()
+        cache._replay_removals()
+        assert not cache._replay and cache.lookup("q").value == "old"  # type: ignore[union-attr]

@@ -81,7 +81,8 @@ def run_fault(cache: RagCache, fault: Callable[[], None], *, contexts: int = 8) 
 
         def settled() -> bool:
             after = probe.between(t_back)
-            last_bad = max((c.start for c in after if c.failed or not c.io), default=t_back)
+            last_bad = max((c.start for c in after if c.failed or probe.short_circuited(c)),
+                           default=t_back)
             return (any(c.io and not c.failed and c.start > last_bad for c in after)
                     and time.perf_counter() - last_bad >= STABLE)
 
@@ -91,7 +92,8 @@ def run_fault(cache: RagCache, fault: Callable[[], None], *, contexts: int = 8) 
     t_end = time.perf_counter()
 
     after = probe.between(t_back)
-    last_bad = max((c.start for c in after if c.failed or not c.io), default=None)
+    last_bad = max((c.start for c in after if c.failed or probe.short_circuited(c)),
+                   default=None)
     first_ok = min((c.start for c in after if c.io and not c.failed
                     and (last_bad is None or c.start > last_bad)), default=None)
     recovered_at = first_ok if last_bad is None else (
@@ -99,7 +101,7 @@ def run_fault(cache: RagCache, fault: Callable[[], None], *, contexts: int = 8) 
     recover = None if recovered_at is None else recovered_at - t_back
     calls = probe.between(0)
     io = [c.seconds for c in calls if c.io]
-    short = [c.seconds for c in calls if not c.io]
+    short = [c.seconds for c in calls if probe.short_circuited(c)]
     during = load.latencies(t_fault, t_back + (recover or 0.0))
     outcomes = load.outcomes()
     settled_from = (recovered_at or t_end) + 1.0

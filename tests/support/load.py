@@ -103,6 +103,8 @@ class L3Call:
     failed: bool
     aio: bool = False
     """Made by an asyncio task (``alookup``), not a thread."""
+    pending: bool = False
+    """Skipped without I/O because a repair of that key is pending (not the breaker)."""
 
 
 class L3Probe:
@@ -139,24 +141,26 @@ class L3Probe:
             if tier is not l3:
                 return tier_get(tier, ref, now)
             f = [False, False]
+            pending = cache._repair_pending(tier, ref.key)
             token = flags.set(f)
             t = time.perf_counter()
             try:
                 return tier_get(tier, ref, now)
             finally:
-                self.calls.append(L3Call(t, time.perf_counter() - t, f[0], f[1]))
+                self.calls.append(L3Call(t, time.perf_counter() - t, f[0], f[1], False, pending))
                 flags.reset(token)
 
         async def atimed_get(tier: Any, ref: Any, now: float) -> Any:
             if tier is not l3:
                 return await atier_get(tier, ref, now)
             f = [False, False]
+            pending = cache._repair_pending(tier, ref.key)
             token = flags.set(f)
             t = time.perf_counter()
             try:
                 return await atier_get(tier, ref, now)
             finally:
-                self.calls.append(L3Call(t, time.perf_counter() - t, f[0], f[1], True))
+                self.calls.append(L3Call(t, time.perf_counter() - t, f[0], f[1], True, pending))
                 flags.reset(token)
 
         l3.get, l3.aget = probe_get, probe_aget  # type: ignore[method-assign]
@@ -166,6 +170,11 @@ class L3Probe:
 
     def between(self, start: float, end: float = float("inf")) -> list[L3Call]:
         return [c for c in list(self.calls) if start <= c.start < end]
+
+    @staticmethod
+    def short_circuited(c: L3Call) -> bool:
+        """Refused by the breaker (no I/O, no repair pending)."""
+        return not c.io and not c.pending
 
 
 @dataclass
