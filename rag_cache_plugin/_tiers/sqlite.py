@@ -158,6 +158,10 @@ class SqliteTier:
         pragmas: Mapping[str, int | str] | None = None,
     ) -> None:
         self.path = Path(path)
+        # Working connections never create the file (mode=rw): only _open creates it,
+        # with its schema.  A connection racing a deleted file would otherwise leave
+        # an empty, schema-less database behind.
+        self._rw_uri = self.path.absolute().as_uri() + "?mode=rw"
         self._pragmas = dict(pragmas or {})
         self.max_bytes = max_bytes
         self._codec = codec
@@ -265,9 +269,9 @@ class SqliteTier:
         if current == self._file:
             return
         with self._replace_lock:
-            if _file_id(self.path) is None:
-                self._open()  # deleted under us: start a fresh file
-            self._file = _file_id(self.path)
+            # Deleted under us (start a fresh file) or replaced (check it, and give it
+            # the schema if whoever created it did not).
+            self._open()
             self._drop_connections()  # they hold the old file open
             self._generation += 1
 
@@ -278,9 +282,8 @@ class SqliteTier:
         if conn is None or getattr(self._local, "gen", -1) != self._generation:
             if self._closed:
                 raise TierError("L2 is closed")
-            conn = sqlite3.connect(
-                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(self._rw_uri, uri=True, timeout=self._timeout,
+                                   isolation_level=None, check_same_thread=False)
             self._configure(conn)
             self._local.conn, self._local.gen = conn, self._generation
             with self._conns_lock:
@@ -589,7 +592,8 @@ class SqliteTier:
         if pair is None:
             if self._closed:
                 raise TierError("L2 is closed")
-            pending = aiosqlite.connect(self.path, timeout=self._timeout, isolation_level=None)
+            pending = aiosqlite.connect(self._rw_uri, uri=True, timeout=self._timeout,
+                                        isolation_level=None)
             # A forgotten close must not keep the interpreter alive at exit.
             thread = getattr(pending, "_thread", None)
             if thread is not None:
