@@ -213,8 +213,9 @@ def test_unreachable_redis_is_a_miss_and_the_breaker_opens() -> None:
     with RagCache(cfg, bus=bus) as c:
         assert c.store("q", "v") is True  # L1 took it
         c.l1.clear()
-        for _ in range(5):
-            assert c.lookup("q") is None
+        assert c.lookup("q") is None  # its failed write awaits repair: L3 is not asked
+        for i in range(5):
+            assert c.lookup(f"q{i}") is None  # these reach L3 and trip its breaker
         assert c.breakers["l3"].state == "open"
         t = time.perf_counter()
         for _ in range(100):
