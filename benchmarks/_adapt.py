@@ -34,7 +34,7 @@ class TopLayers(nn.Module):
         return nn.functional.normalize(pooled, dim=-1)
 
 
-def batch(h: np.ndarray, off: np.ndarray, ids: np.ndarray, max_len: int = 128):  # type: ignore[no-untyped-def]
+def batch(h: np.ndarray, off: np.ndarray, ids: np.ndarray, max_len: int = 64):  # type: ignore[no-untyped-def]
     lens = np.minimum(off[ids + 1] - off[ids], max_len)
     T = int(lens.max())
     x = np.zeros((len(ids), T, h.shape[1]), dtype=np.float32)
@@ -67,7 +67,7 @@ def cosent(cos: torch.Tensor, y: torch.Tensor, scale: float = 20.0) -> torch.Ten
 
 def train(base, h: np.ndarray, off: np.ndarray, a: np.ndarray, b: np.ndarray, y: np.ndarray, *,  # type: ignore[no-untyped-def]
           epochs: float = 1.0, bs: int = 64, lr: float = 2e-5, mnrl: float = 0.0,
-          seed: int = 0, log_every: int = 100) -> TopLayers:
+          seed: int = 0, log_every: int = 200) -> TopLayers:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = TopLayers(base)
@@ -76,7 +76,14 @@ def train(base, h: np.ndarray, off: np.ndarray, a: np.ndarray, b: np.ndarray, y:
     steps = int(math.ceil(len(y) / bs * epochs))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / max(1, steps // 10)) * max(0.0, (steps - s) / steps))
-    order = np.concatenate([rng.permutation(len(y)) for _ in range(int(math.ceil(epochs)))])
+    # Batches of pairs of similar length (little padding), in random order.
+    plen = np.maximum(off[a + 1] - off[a], off[b + 1] - off[b]).astype(np.float64)
+    chunks = []
+    for _ in range(int(math.ceil(epochs))):
+        by_len = np.argsort(plen + rng.uniform(0, 6, len(plen)), kind="stable")
+        batches = [by_len[i : i + bs] for i in range(0, len(by_len), bs)]
+        chunks += [batches[i] for i in rng.permutation(len(batches))]
+    order = np.concatenate(chunks)
     t = time.perf_counter()
     yt = torch.from_numpy(y.astype(np.float32))
     for s in range(steps):
@@ -112,3 +119,80 @@ def delta(model: TopLayers, base) -> dict[str, np.ndarray]:  # type: ignore[no-u
         name = f"encoder.layer.{int(i) + SPLIT_LAYER}.{rest}"
         out[name] = (v - ref[k]).numpy().astype(np.float16)
     return out
+
+
+# The shipped configuration (benchmarks/fit_verifier.py and bench_semantic.py use it).
+CONFIG: dict[str, float | int] = {"epochs": 1.0, "bs": 64, "lr": 3e-5, "mnrl": 0.0, "seed": 0}
+
+
+def config_tag(cfg: dict[str, float | int]) -> str:
+    return "_".join(f"{k}{v:g}" for k, v in sorted(cfg.items()))
+
+
+def apply_delta(base, d: dict[str, np.ndarray]) -> TopLayers:  # type: ignore[no-untyped-def]
+    """TopLayers of the base model with a (float16) delta added, as the shipped embedder does."""
+    model = TopLayers(base)
+    sd = model.state_dict()
+    with torch.no_grad():
+        for name, v in d.items():
+            i, rest = name.split(".", 3)[2:]
+            sd[f"layers.{int(i) - SPLIT_LAYER}.{rest}"] += torch.from_numpy(v.astype(np.float32))
+    model.load_state_dict(sd)
+    model.eval()
+    return model
+
+
+def holdout(p, fold: np.ndarray, h: np.ndarray, off: np.ndarray, base,  # type: ignore[no-untyped-def]
+            cfg: dict[str, float | int], test_fold: int = 0,
+            train_idx: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Train on every fold but ``test_fold`` (cached in .work/): the delta, and the cosine of
+    each pair of ``test_fold`` by the model with that (float16) delta applied."""
+    from benchmarks._qqp import WORK
+
+    tr = np.nonzero(fold != test_fold)[0] if train_idx is None else train_idx
+    te = np.nonzero(fold == test_fold)[0]
+    tag = f"{config_tag(cfg)}_n{len(tr)}_f{test_fold}"
+    dpath, cpath = WORK / f"delta_{tag}.npz", WORK / f"holdout_{tag}.npy"
+    if dpath.exists():
+        with np.load(dpath, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+    else:
+        t = time.perf_counter()
+        model = train(base, h, off, p.a[tr], p.b[tr], p.y[tr], **cfg)  # type: ignore[arg-type]
+        d = delta(model, base)
+        np.savez(dpath, **d)
+        print(f"trained on {len(tr)} pairs in {time.perf_counter() - t:.0f}s", flush=True)
+    if not cpath.exists():
+        model = apply_delta(base, d)
+        q = np.unique(np.concatenate([p.a[te], p.b[te]]))
+        emb = embed(model, h, off, q)
+        where = {int(i): j for j, i in enumerate(q)}
+        ea = emb[[where[int(i)] for i in p.a[te]]]
+        eb = emb[[where[int(i)] for i in p.b[te]]]
+        np.save(cpath, np.einsum("ij,ij->i", ea, eb).astype(np.float64))
+    return d, np.load(cpath, allow_pickle=False)
+
+
+def oof_cosines(p, fold: np.ndarray, h: np.ndarray, off: np.ndarray, base,  # type: ignore[no-untyped-def]
+                cfg: dict[str, float | int], folds: list[int] | None = None) -> np.ndarray:
+    """Cosine of every pair by a model trained without the pair's fold (cached per fold).
+    Pairs of folds not computed (``folds`` given) are NaN."""
+    from benchmarks._qqp import WORK
+
+    cos = np.full(len(p.y), np.nan)
+    for k in sorted(np.unique(fold).tolist()) if folds is None else folds:
+        path = WORK / f"oof_{config_tag(cfg)}_k{int(fold.max()) + 1}_f{k}.npy"
+        te = np.nonzero(fold == k)[0]
+        if not path.exists():
+            t = time.perf_counter()
+            tr = np.nonzero(fold != k)[0]
+            model = train(base, h, off, p.a[tr], p.b[tr], p.y[tr], **cfg)  # type: ignore[arg-type]
+            q = np.unique(np.concatenate([p.a[te], p.b[te]]))
+            emb = embed(model, h, off, q)
+            where = {int(i): j for j, i in enumerate(q)}
+            ea = emb[[where[int(i)] for i in p.a[te]]]
+            eb = emb[[where[int(i)] for i in p.b[te]]]
+            np.save(path, np.einsum("ij,ij->i", ea, eb).astype(np.float64))
+            print(f"fold {k}: trained on {len(tr)} pairs in {time.perf_counter() - t:.0f}s", flush=True)
+        cos[te] = np.load(path, allow_pickle=False)
+    return cos

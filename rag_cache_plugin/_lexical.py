@@ -92,6 +92,9 @@ class Parsed:
     negations: int
     wh: str
     n_words: int
+    opp_x: frozenset[int]
+    """Indexes of opposite pairs whose first side alone occurs."""
+    opp_y: frozenset[int]
 
 
 @lru_cache(maxsize=8192)
@@ -122,8 +125,18 @@ def parse(text: str) -> Parsed:
     content = frozenset(
         _stem(w) for w in words if w not in _STOP and w not in _NEGATION and not w[:1].isdigit()
     )
-    return Parsed(frozenset(words), content, frozenset(numbers), frozenset(names), negations,
-                  wh, len(words))
+    wset = frozenset(words)
+    opp_x: set[int] = set()
+    opp_y: set[int] = set()
+    if wset & _ALL_OPPOSITE_WORDS:
+        for i, (x, y) in enumerate(_OPPOSITES):
+            hx, hy = bool(wset & x), bool(wset & y)
+            if hx and not hy:
+                opp_x.add(i)
+            elif hy and not hx:
+                opp_y.add(i)
+    return Parsed(wset, content, frozenset(numbers), frozenset(names), negations,
+                  wh, len(words), frozenset(opp_x), frozenset(opp_y))
 
 
 # Guards: rules that reject a look-alike whatever its cosine.  Each returns a short
@@ -153,15 +166,11 @@ def _negation_guard(p: Parsed, q: Parsed) -> str:
 
 
 def _direction_guard(p: Parsed, q: Parsed) -> str:
-    if not (p.words & _ALL_OPPOSITE_WORDS or q.words & _ALL_OPPOSITE_WORDS):
+    hit = (p.opp_x & q.opp_y) or (p.opp_y & q.opp_x)
+    if not hit:
         return ""
-    for x, y in _OPPOSITES:
-        px, py, qx, qy = bool(p.words & x), bool(p.words & y), bool(q.words & x), bool(q.words & y)
-        if (px and not py and qy and not qx) or (py and not px and qx and not qy):
-            a = sorted((p.words & (x | y)))
-            b = sorted((q.words & (x | y)))
-            return f"{a} vs {b}"
-    return ""
+    x, y = _OPPOSITES[min(hit)]
+    return f"{sorted(p.words & (x | y))} vs {sorted(q.words & (x | y))}"
 
 
 _GUARD_FUNCS = (_number_guard, _name_guard, _negation_guard, _direction_guard)

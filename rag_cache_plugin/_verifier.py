@@ -67,8 +67,8 @@ class MatchVerifier:
     :meth:`load` (a saved calibration).
     """
 
-    __slots__ = ("_bias", "_cal", "_curve", "_floor", "_guards", "_knots", "_setting",
-                 "_threshold", "_weights")
+    __slots__ = ("_bias", "_cal", "_curve", "_floor", "_guards", "_knots", "_names",
+                 "_setting", "_threshold", "_weights", "_wlist")
 
     def __init__(self, calibration: Mapping[str, Any], *, setting: Setting = "strict",
                  target_false_hit_rate: float | None = None,
@@ -83,6 +83,8 @@ class MatchVerifier:
         self._cal = cal
         self._knots = tuple(float(k) for k in cal["cos_knots"])
         self._weights = np.asarray(cal["weights"], dtype=np.float64)
+        self._wlist = [float(w) for w in cal["weights"]]
+        self._names = tuple(names)
         self._bias = float(cal["bias"])
         self._guards = tuple(g for g in cal["guards"] if g in GUARDS)
         c = cal["curve"]
@@ -125,7 +127,7 @@ class MatchVerifier:
     @classmethod
     def fit(cls, pairs: Iterable[Any], embedder: Callable[[list[str]], Any] | Any, *,
             folds: int = 5, model_id: str | None = None, setting: Setting = "strict",
-            l2: float = 1.0, cos_knots: Sequence[float] = (0.7, 0.85),
+            l2: float = 1.0, cos_knots: Sequence[float] | None = None,
             guard_names: Sequence[str] = GUARDS, seed: int = 0) -> MatchVerifier:
         """Calibrate on labelled pairs ``(cached, query, duplicate)`` (tuples or dicts).
 
@@ -215,20 +217,20 @@ class MatchVerifier:
         """
         p, q = parse(query_text), parse(cached_text)
         fired = guards(p, q)
-        x = _cos_terms(float(cosine), self._knots) + features(p, q, fired)
-        contrib = self._weights * np.asarray(x)
-        raw = _sigmoid(self._bias + float(contrib.sum()))
-        blocking = {k: v for k, v in fired.items() if k in self._guards}
+        c = float(cosine)
+        x = [c, *(c - k if c > k else 0.0 for k in self._knots), *features(p, q, fired)]
+        contrib = [w * v for w, v in zip(self._wlist, x, strict=True)]
+        raw = _sigmoid(self._bias + sum(contrib))
+        blocking = sorted(k for k in fired if k in self._guards)
         score = 0.0 if blocking else raw
-        match = not blocking and score >= self._threshold and cosine >= self._floor
-        names = self._cal["features"]
+        match = not blocking and score >= self._threshold and c >= self._floor
         evidence: dict[str, object] = {
-            "cosine": float(cosine),
+            "cosine": c,
             "guards": fired,
-            "blocked_by": sorted(blocking),
+            "blocked_by": blocking,
             "model_score": raw,
             "threshold": self._threshold,
-            "contributions": {n: round(float(c), 4) for n, c in zip(names, contrib, strict=True)},
+            "contributions": dict(zip(self._names, contrib, strict=True)),
             "bias": self._bias,
         }
         return Verdict(match=bool(match), score=float(score), evidence=evidence)
@@ -394,12 +396,18 @@ def _decision(X: np.ndarray, G: np.ndarray, w: np.ndarray, b: float,
 
 def calibrate(a_txt: Sequence[str], b_txt: Sequence[str], y: np.ndarray, cos: np.ndarray, *,
               group: np.ndarray, folds: int = 5, l2: float = 1.0,
-              cos_knots: Sequence[float] = (0.7, 0.85), guard_names: Sequence[str] = GUARDS,
+              cos_knots: Sequence[float] | None = None, guard_names: Sequence[str] = GUARDS,
               seed: int = 0, model_id: str = "custom", fold: np.ndarray | None = None,
               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Fit the score on all pairs and measure its operating curve out of fold."""
-    X, G = design(a_txt, b_txt, np.asarray(cos, np.float64), cos_knots)
+    """Fit the score on all pairs and measure its operating curve out of fold.
+
+    ``cos_knots`` (hinges of the piecewise-linear cosine term) default to the quartiles
+    of the duplicates' cosines, so the score bends where strict thresholds lie."""
     y = np.asarray(y)
+    cos = np.asarray(cos, np.float64)
+    if cos_knots is None:
+        cos_knots = [round(float(v), 3) for v in np.quantile(cos[y == 1], (0.25, 0.5, 0.75))]
+    X, G = design(a_txt, b_txt, cos, cos_knots)
     gcols = np.array([GUARDS.index(g) for g in guard_names], dtype=int)
     if fold is None:
         k = max(2, min(folds, len(np.unique(group))))
