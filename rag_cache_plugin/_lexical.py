@@ -70,6 +70,10 @@ _OPPOSITES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
 )
 _ALL_OPPOSITE_WORDS = frozenset().union(*(x | y for x, y in _OPPOSITES))
 _NOT_NAMES = frozenset("i i'm i've i'll i'd".split())
+# Words that give the content words after them a role.  Symmetric ones (and, or, vs,
+# between, with) are left out: "between A and B" may swap A and B freely.
+_DETERMINERS = frozenset("the a an my your his her their our its this that these those".split())
+_ROLE_MARKERS = frozenset("from to into than in for by of on at over under onto towards".split())
 
 
 def _stem(w: str) -> str:
@@ -95,6 +99,8 @@ class Parsed:
     opp_x: frozenset[int]
     """Indexes of opposite pairs whose first side alone occurs."""
     opp_y: frozenset[int]
+    roles: tuple[tuple[str, str], ...]
+    """(stemmed content word, the role marker last seen before it), in order."""
 
 
 @lru_cache(maxsize=8192)
@@ -122,9 +128,22 @@ def parse(text: str) -> Parsed:
             or (len(tok) >= 2 and tok.isupper() and tok.isalpha())
         ):
             names.add(w)
-    content = frozenset(
-        _stem(w) for w in words if w not in _STOP and w not in _NEGATION and not w[:1].isdigit()
-    )
+    stems: list[str] = []
+    roles: list[tuple[str, str]] = []
+    role = "^"
+    for w in words:
+        if w in _ROLE_MARKERS:
+            role = w
+        elif w in _DETERMINERS:
+            continue  # "from the USA": the role reaches over determiners
+        elif w not in _STOP and w not in _NEGATION and not w[:1].isdigit():
+            st = _stem(w)
+            stems.append(st)
+            roles.append((st, role))
+            role = "^"  # a role marks the word right after it only
+        else:
+            role = "^"
+    content = frozenset(stems)
     wset = frozenset(words)
     opp_x: set[int] = set()
     opp_y: set[int] = set()
@@ -136,12 +155,12 @@ def parse(text: str) -> Parsed:
             elif hy and not hx:
                 opp_y.add(i)
     return Parsed(wset, content, frozenset(numbers), frozenset(names), negations,
-                  wh, len(words), frozenset(opp_x), frozenset(opp_y))
+                  wh, len(words), frozenset(opp_x), frozenset(opp_y), tuple(roles))
 
 
 # Guards: rules that reject a look-alike whatever its cosine.  Each returns a short
 # reason when it fires and "" when it does not.
-GUARDS = ("number", "name", "negation", "direction")
+GUARDS = ("number", "name", "negation", "direction", "roles")
 
 
 def _number_guard(p: Parsed, q: Parsed) -> str:
@@ -173,7 +192,20 @@ def _direction_guard(p: Parsed, q: Parsed) -> str:
     return f"{sorted(p.words & (x | y))} vs {sorted(q.words & (x | y))}"
 
 
-_GUARD_FUNCS = (_number_guard, _name_guard, _negation_guard, _direction_guard)
+def _roles_guard(p: Parsed, q: Parsed) -> str:
+    # Two shared words that trade roles: "import from Canada, sell in India" vs "import
+    # from India, sell in Canada"; "Apple better than Samsung" vs "Samsung ... than Apple".
+    rp = {w: r for w, r in p.roles}
+    rq = {w: r for w, r in q.roles}
+    moved = [w for w in rp if w in rq and rp[w] != rq[w]]
+    for i, u in enumerate(moved):
+        for v in moved[i + 1 :]:
+            if rp[u] == rq[v] and rp[v] == rq[u]:
+                return f"{u}:{rp[u]}/{v}:{rp[v]} vs {u}:{rq[u]}/{v}:{rq[v]}"
+    return ""
+
+
+_GUARD_FUNCS = (_number_guard, _name_guard, _negation_guard, _direction_guard, _roles_guard)
 
 
 def guards(p: Parsed, q: Parsed) -> dict[str, str]:
