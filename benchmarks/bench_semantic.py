@@ -1,20 +1,21 @@
 """Semantic matching on the QQP pairs: plain cosine vs the adapted embedder + verifier.
 
-    python benchmarks/bench_semantic.py            # full: all 48,700 pairs, 5 grouped folds
+    python benchmarks/bench_semantic.py            # all 48,700 pairs, 5 grouped folds
     python benchmarks/bench_semantic.py --quick    # 2 folds of a 12,000-pair subsample
 
 Nothing is scored on pairs it was fitted on.  Pairs are split into 5 folds grouped by
 connected question (no question text is on both sides of a split).  The adapted
-embedder is trained per fold (the top two layers, on the other four folds), so every
-pair's adapted cosine comes from a model that never saw it.  The verifier (score and
-the thresholds of each setting) is fitted per test fold on the other folds' pairs only
-(its thresholds from an inner cross-validation there), then applied to the test fold;
-FPR/TPR of a setting are pooled over the test folds.  Plain cosine at the same FPR is
-the reference ("ratio").
+embedder's head is trained per fold on the other four folds, so every pair's adapted
+cosine comes from a model that never saw it (the shipped head is trained on all pairs
+by fit_verifier.py).  The verifier -- its score and the thresholds of each setting --
+is fitted per test fold on the other folds' pairs only (thresholds from an inner
+cross-validation there), then applied to the test fold; FPR/TPR of a setting are
+pooled over the test folds.  Plain cosine at the same FPR is the reference ("ratio").
 
-Full run: ~45 min the first time on the 2-core machine (embedding caches + 5 fold
-trainings, all cached in .work/), ~3 min afterwards.  --quick: ~10 min the first time.
-Writes benchmarks/results/semantic.json and semantic.md (quick: semantic_quick.*).
+Full run: the embedding caches take ~30 min once (shared with fit_verifier.py, in
+.work/); afterwards ~15 min (5 head trainings, cached too) and ~5 min when cached.
+--quick reuses the caches and takes a few minutes.  Writes
+benchmarks/results/semantic.json and semantic.md (quick: semantic_quick.*).
 """
 
 from __future__ import annotations
@@ -31,17 +32,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import _adapt  # noqa: E402
-from benchmarks._qqp import (  # noqa: E402
-    ROOT,
-    grouped_folds,
-    hidden_states,
-    load_base_model,
-    load_pairs,
-    plain_embeddings,
-)
-from rag_cache_plugin._keys import canonicalize  # noqa: E402
-from rag_cache_plugin._verifier import MatchVerifier, calibrate  # noqa: E402
+from benchmarks import _head
+from benchmarks._qqp import ROOT, Pairs, grouped_folds, load_base_model, load_pairs
+from benchmarks.fit_verifier import adapted_inputs
+from rag_cache_plugin._keys import canonicalize
+from rag_cache_plugin._verifier import MatchVerifier, calibrate, lexical_design
 
 RESULTS = ROOT / "benchmarks" / "results"
 LOOK_ALIKES = [
@@ -68,21 +63,24 @@ def rates(match: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(match[y == 0].mean()), float(match[y == 1].mean())
 
 
-def evaluate(name: str, cos: np.ndarray, a_txt: list[str], b_txt: list[str], y: np.ndarray,
+def evaluate(name: str, cos: np.ndarray, lex: tuple[np.ndarray, np.ndarray], y: np.ndarray,
              fold: np.ndarray, group: np.ndarray, plain: np.ndarray) -> dict:  # type: ignore[type-arg]
-    """Nested CV of the verifier over precomputed out-of-fold cosines."""
-    a_arr, b_arr = np.array(a_txt, dtype=object), np.array(b_txt, dtype=object)
+    """Nested CV of the verifier over out-of-fold cosines."""
+    L, G = lex
     score = np.zeros(len(y))
     match = {"strict": np.zeros(len(y), bool), "balanced": np.zeros(len(y), bool)}
+    from rag_cache_plugin._verifier import GUARDS, _decision, feature_matrix
+
     for k in np.unique(fold):
         tr, te = fold != k, fold == k
-        cal = calibrate(list(a_arr[tr]), list(b_arr[tr]), y[tr], cos[tr], group=group[tr],
-                        fold=fold[tr], model_id=name)
-        v = MatchVerifier(cal)
-        score[te] = v.score_many(list(b_arr[te]), list(a_arr[te]), cos[te])
+        cal = calibrate([], [], y[tr], cos[tr], group=group[tr], fold=fold[tr], model_id=name,
+                        lexical=(L[tr], G[tr]))
+        gcols = np.array([GUARDS.index(g) for g in cal["guards"]], dtype=int)
+        X = feature_matrix(cal, cos[te], L[te])
+        score[te] = _decision(X, G[te], np.asarray(cal["weights"]), float(cal["bias"]), gcols)
         for s in match:
-            match[s][te] = score[te] >= cal["settings"][s]["threshold"]
-            match[s][te] &= cos[te] >= MatchVerifier(cal, setting=s).candidate_floor
+            v = MatchVerifier(cal, setting=s)
+            match[s][te] = (score[te] >= v.threshold) & (cos[te] >= v.candidate_floor)
     out: dict = {"tpr_at_1pct": tpr_at(score, y, 0.01), "tpr_at_5pct": tpr_at(score, y, 0.05)}  # type: ignore[type-arg]
     for s, m in match.items():
         fpr, tpr = rates(m, y)
@@ -157,46 +155,45 @@ def gptcache_demo(base) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2 folds of a 12,000-pair subsample")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     import torch
 
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     p = load_pairs()
+    x = adapted_inputs(p)
     fold = grouped_folds(p, 5)
-    plain_e = plain_embeddings(p)
-    h, off = hidden_states(p)
-    base = load_base_model()
-    cfg = dict(_adapt.CONFIG)
+    cfg = dict(_head.CONFIG)
+    name = "qqp"
     if args.quick:
-        # A subsample of whole groups, 2 folds, a shorter training.
+        # Whole groups only, 2 folds.
         rng = np.random.default_rng(1)
         groups = np.unique(p.group)
-        keep_groups = set(rng.permutation(groups)[: len(groups) // 4].tolist())
-        sel = np.array([g in keep_groups for g in p.group.tolist()])
-        idx = np.nonzero(sel)[0][:12000]
-        from benchmarks._qqp import Pairs
-
+        keep = set(rng.permutation(groups)[: len(groups) // 3].tolist())
+        idx = np.nonzero([g in keep for g in p.group.tolist()])[0][:12000]
         p = Pairs(p.texts, p.canon, p.a[idx], p.b[idx], p.y[idx], p.group[idx])
         fold = grouped_folds(p, 2)
-        cfg["epochs"] = 1.0
+        name = "quick"
     y = p.y.astype(np.int8)
+    plain_e = x[:, x.shape[1] // 2 :]
     plain = np.einsum("ij,ij->i", plain_e[p.a], plain_e[p.b]).astype(np.float64)
-    adapted = _adapt.oof_cosines(p, fold, h, off, base, cfg)
+    adapted = _head.fit_folds(x, p.a, p.b, p.y, fold, cfg, name)
     t_train = time.perf_counter() - t0
     a_txt = [p.texts[i] for i in p.a]
     b_txt = [p.texts[i] for i in p.b]
+    lex = lexical_design(a_txt, b_txt)
+    base = load_base_model()
 
     res: dict = {  # type: ignore[type-arg]
-        "data": {"pairs": int(len(y)), "duplicates": int(y.sum()), "folds": int(fold.max()) + 1,
-                 "quick": args.quick, "adapted_training": cfg},
+        "data": {"pairs": len(y), "duplicates": int(y.sum()), "folds": int(fold.max()) + 1,
+                 "quick": args.quick, "adapted_head_training": cfg},
         "plain_cosine": {"tpr_at_1pct": tpr_at(plain, y, 0.01), "tpr_at_5pct": tpr_at(plain, y, 0.05)},
         "adapted_cosine": {"tpr_at_1pct": tpr_at(adapted, y, 0.01),
                            "tpr_at_5pct": tpr_at(adapted, y, 0.05)},
     }
-    res["plain_verifier"] = evaluate("plain", plain, a_txt, b_txt, y, fold, p.group, plain)
-    res["adapted_verifier"] = evaluate("adapted", adapted, a_txt, b_txt, y, fold, p.group, plain)
+    res["plain_verifier"] = evaluate("plain", plain, lex, y, fold, p.group, plain)
+    res["adapted_verifier"] = evaluate("adapted", adapted, lex, y, fold, p.group, plain)
     for key in ("adapted_cosine", "adapted_verifier", "plain_verifier"):
         for pct in ("1pct", "5pct"):
             r = res[key][f"tpr_at_{pct}"] / res["plain_cosine"][f"tpr_at_{pct}"]

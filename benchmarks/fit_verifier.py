@@ -32,8 +32,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import _head  # noqa: E402
-from benchmarks._qqp import (  # noqa: E402
+from benchmarks import _head
+from benchmarks._qqp import (
     ROOT,
     SPLIT_LAYER,
     WORK,
@@ -42,8 +42,8 @@ from benchmarks._qqp import (  # noqa: E402
     load_pairs,
     plain_embeddings,
 )
-from rag_cache_plugin._embedders import DELTA_FILE, META_FILE  # noqa: E402
-from rag_cache_plugin._verifier import CALIBRATION_FILE, GENERIC, MatchVerifier, calibrate  # noqa: E402
+from rag_cache_plugin._embedders import DELTA_FILE, META_FILE
+from rag_cache_plugin._verifier import CALIBRATION_FILE, GENERIC, MatchVerifier, calibrate
 
 ADAPTED_ID = "rag-cache/all-MiniLM-L6-v2-qe1"
 PLAIN_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -82,7 +82,7 @@ def main() -> None:
         "sha256": hashlib.sha256(raw).hexdigest(),
         "head_layer": SPLIT_LAYER,
         "training": {**cfg, "loss": "CoSENT" + (" + MNRL" if cfg.get("mnrl") else ""),
-                     "pairs": int(len(p.y)), "data": "qqp_pairs_dev.jsonl"},
+                     "pairs": len(p.y), "data": "qqp_pairs_dev.jsonl"},
     }
     (DATA_DIR / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     print(f"delta: {len(raw) / 1e6:.2f} MB ({time.perf_counter() - t0:.0f}s)", flush=True)

