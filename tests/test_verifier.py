@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 
 import numpy as np
@@ -40,11 +41,19 @@ LOOK_ALIKES = [
     ("Who is the president of Brazil?", "Who is the president of Argentina?"),
 ]
 
+# Rewordings that keep every content word: accepted even at the strict end.
 PARAPHRASES = [
-    ("How can I lose weight fast?", "How do I lose weight quickly?"),
-    ("What's the capital city of France?", "What is the capital of France?"),
     ("How can I improve my spoken English?", "How do I improve my English speaking skills?"),
     ("What are some good ways to learn Python?", "What are the best ways to learn Python?"),
+    ("How can I make money online?", "How do I make money online?"),
+    ("Which is the best laptop under 50000?", "What is the best laptop under 50000?"),
+]
+# Looser paraphrases (synonyms, added words): accepted by the balanced setting.  At 1%
+# false hits on Quora's look-alike pairs, strict keeps only near-verbatim rewordings.
+LOOSE_PARAPHRASES = [
+    ("How can I lose weight fast?", "How do I lose weight quickly?"),
+    ("What's the capital city of France?", "What is the capital of France?"),
+    ("How do I become a data scientist?", "What should I do to become a data scientist?"),
 ]
 
 
@@ -61,6 +70,21 @@ def test_clear_paraphrases_are_accepted(embedder: AdaptedMiniLM, verifier: Match
     verdict = decide(embedder, verifier, query, cached)
     assert verdict.match, verdict.evidence
     assert verdict.score >= verifier.threshold
+
+
+@pytest.mark.parametrize(("query", "cached"), LOOSE_PARAPHRASES)
+def test_balanced_accepts_looser_paraphrases(embedder: AdaptedMiniLM, query: str,
+                                             cached: str) -> None:
+    balanced = MatchVerifier.for_model(embedder.model_id, "balanced")
+    verdict = decide(embedder, balanced, query, cached)
+    assert verdict.match, verdict.evidence
+
+
+@pytest.mark.parametrize(("query", "cached"), LOOK_ALIKES)
+def test_balanced_still_rejects_look_alikes(embedder: AdaptedMiniLM, query: str,
+                                            cached: str) -> None:
+    balanced = MatchVerifier.for_model(embedder.model_id, "balanced")
+    assert not decide(embedder, balanced, query, cached).match
 
 
 def test_guards_explain_their_rejection(embedder: AdaptedMiniLM, verifier: MatchVerifier) -> None:
@@ -108,7 +132,7 @@ def test_settings_and_target_rates_map_monotonically(verifier: MatchVerifier) ->
     assert strict.rates()[1] < balanced.rates()[1]
     targets = [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2]
     thresholds = [MatchVerifier.for_model(mid, target_false_hit_rate=t).threshold for t in targets]
-    assert all(x >= y for x, y in zip(thresholds, thresholds[1:], strict=False))
+    assert all(x >= y for x, y in itertools.pairwise(thresholds))
     assert thresholds[0] > thresholds[-1]
     assert MatchVerifier.for_model(mid, threshold=0.9).threshold == 0.9
 
