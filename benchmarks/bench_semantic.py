@@ -146,6 +146,11 @@ def gptcache_demo(base) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
             similarity_evaluation=SearchDistanceEvaluation(),
             config=Config(similarity_threshold=0.8),
         )
+        # gptcache 0.1.44's hnswlib store returns numpy uint64 ids that its SQL store
+        # cannot look up (every get misses); plain ints make it behave as released.
+        search = cache.data_manager.v.search
+        cache.data_manager.v.search = lambda *a, _s=search, **k: [  # type: ignore[method-assign]
+            (float(dist), int(i)) for dist, i in _s(*a, **k)]
         put(cached, f"answer to: {cached}", cache_obj=cache)
         got = get(query, cache_obj=cache)
         out.append({"cached": cached, "query": query, "gptcache_hit": got is not None})
