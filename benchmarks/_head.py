@@ -60,14 +60,26 @@ def cosent(cos: torch.Tensor, y: torch.Tensor, scale: float = 20.0) -> torch.Ten
     return torch.logsumexp(torch.cat([torch.zeros(1), d.flatten()]), 0)
 
 
-def train(x: np.ndarray, a: np.ndarray, b: np.ndarray, y: np.ndarray, *, epochs: int = 10,
-          bs: int = 256, lr: float = 1e-3, mnrl: float = 0.0, hidden: int = 512,
-          wd: float = 0.01, seed: int = 0, log: bool = False) -> Head:
+def train(
+    x: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    y: np.ndarray,
+    *,
+    epochs: int = 10,
+    bs: int = 256,
+    lr: float = 1e-3,
+    mnrl: float = 0.0,
+    hidden: int = 512,
+    wd: float = 0.01,
+    seed: int = 0,
+    log: bool = False,
+) -> Head:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     model = Head(x.shape[1] // 2, hidden)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=wd)
-    steps = epochs * int(math.ceil(len(y) / bs))
+    steps = epochs * math.ceil(len(y) / bs)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
     X = torch.from_numpy(x)
     yt = torch.from_numpy(y.astype(np.float32))
@@ -85,14 +97,19 @@ def train(x: np.ndarray, a: np.ndarray, b: np.ndarray, y: np.ndarray, *, epochs:
                 if pos.sum() > 1:
                     sim = ea[pos] @ eb[pos].T * 20.0
                     lab = torch.arange(int(pos.sum()))
-                    loss = loss + mnrl * 0.5 * (nn.functional.cross_entropy(sim, lab)
-                                                + nn.functional.cross_entropy(sim.T, lab))
+                    loss = loss + mnrl * 0.5 * (
+                        nn.functional.cross_entropy(sim, lab)
+                        + nn.functional.cross_entropy(sim.T, lab)
+                    )
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
         if log:
-            print(f"  epoch {ep + 1}: loss {loss.item():.3f} {time.perf_counter() - t:.0f}s", flush=True)
+            print(
+                f"  epoch {ep + 1}: loss {loss.item():.3f} {time.perf_counter() - t:.0f}s",
+                flush=True,
+            )
     model.eval()
     return model
 
@@ -103,8 +120,15 @@ def embed(model: Head, x: np.ndarray) -> np.ndarray:
 
 
 # The shipped configuration (fit_verifier.py and bench_semantic.py use it).
-CONFIG: dict[str, float | int] = {"epochs": 5, "bs": 256, "lr": 1e-3, "mnrl": 0.0, "hidden": 512,
-                                  "wd": 0.01, "seed": 0}
+CONFIG: dict[str, float | int] = {
+    "epochs": 5,
+    "bs": 256,
+    "lr": 1e-3,
+    "mnrl": 0.0,
+    "hidden": 512,
+    "wd": 0.01,
+    "seed": 0,
+}
 
 
 def config_tag(cfg: dict[str, float | int]) -> str:
@@ -124,8 +148,15 @@ def from_weights(w: dict[str, np.ndarray]) -> Head:
     return model
 
 
-def fit_folds(x: np.ndarray, a: np.ndarray, b: np.ndarray, y: np.ndarray, fold: np.ndarray,
-              cfg: dict[str, float | int], name: str) -> np.ndarray:
+def fit_folds(
+    x: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    y: np.ndarray,
+    fold: np.ndarray,
+    cfg: dict[str, float | int],
+    name: str,
+) -> np.ndarray:
     """Out-of-fold cosine of every pair: a head trained without the pair's fold (its
     float16 weights, as shipped), cached per fold in .work/."""
     cos = np.full(len(y), np.nan)
@@ -138,14 +169,23 @@ def fit_folds(x: np.ndarray, a: np.ndarray, b: np.ndarray, y: np.ndarray, fold: 
             model = train(x, a[tr], b[tr], y[tr], **cfg)  # type: ignore[arg-type]
             e = embed(from_weights(weights(model)), x)
             np.save(path, np.einsum("ij,ij->i", e[a[te]], e[b[te]]).astype(np.float64))
-            print(f"fold {k}: head trained on {int(tr.sum())} pairs in {time.perf_counter() - t:.0f}s",
-                  flush=True)
+            print(
+                f"fold {k}: head trained on {int(tr.sum())} pairs "
+                f"in {time.perf_counter() - t:.0f}s",
+                flush=True,
+            )
         cos[te] = np.load(path, allow_pickle=False)
     return cos
 
 
-def fit_all(x: np.ndarray, a: np.ndarray, b: np.ndarray, y: np.ndarray,
-            cfg: dict[str, float | int], name: str) -> dict[str, np.ndarray]:
+def fit_all(
+    x: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+    y: np.ndarray,
+    cfg: dict[str, float | int],
+    name: str,
+) -> dict[str, np.ndarray]:
     path = WORK / f"headall_{name}_{config_tag(cfg)}.npz"
     if not path.exists():
         np.savez(path, **weights(train(x, a, b, y, **cfg)))  # type: ignore[arg-type]

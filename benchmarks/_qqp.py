@@ -14,7 +14,9 @@ import numpy as np
 from rag_cache_plugin._keys import canonicalize
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = Path(os.environ.get("RAG_CACHE_QQP", ROOT.parent.parent / "shared" / "data" / "qqp_pairs_dev.jsonl"))
+DATA = Path(
+    os.environ.get("RAG_CACHE_QQP", ROOT.parent.parent / "shared" / "data" / "qqp_pairs_dev.jsonl")
+)
 if not DATA.exists():  # a checkout beside shared/ (CI) rather than a worktree
     DATA = ROOT.parent / "shared" / "data" / "qqp_pairs_dev.jsonl"
 WORK = ROOT / ".work"
@@ -132,8 +134,13 @@ def hidden_states(p: Pairs) -> tuple[np.ndarray, np.ndarray]:
     with torch.inference_mode():
         for s in range(0, len(order), 256):
             ids = order[s : s + 256]
-            enc = tok([p.canon[i] for i in ids], padding=True, truncation=True,
-                      max_length=model.max_seq_length, return_tensors="pt")
+            enc = tok(
+                [p.canon[i] for i in ids],
+                padding=True,
+                truncation=True,
+                max_length=model.max_seq_length,
+                return_tensors="pt",
+            )
             hs = bert(**enc, output_hidden_states=True).hidden_states[SPLIT_LAYER]
             m = enc["attention_mask"].sum(1).tolist()
             for row, i in enumerate(ids):
@@ -143,6 +150,9 @@ def hidden_states(p: Pairs) -> tuple[np.ndarray, np.ndarray]:
         lens.append(len(out[i]))
     off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
     h = np.concatenate(chunks)
-    print(f"hidden states of {len(p.canon)} questions ({len(h)} tokens) in {time.perf_counter() - t:.0f}s")
+    print(
+        f"hidden states of {len(p.canon)} questions ({len(h)} tokens) "
+        f"in {time.perf_counter() - t:.0f}s"
+    )
     np.savez(path, h=h, off=off)
     return h, off

@@ -12,9 +12,10 @@ is fitted per test fold on the other folds' pairs only (thresholds from an inner
 cross-validation there), then applied to the test fold; FPR/TPR of a setting are
 pooled over the test folds.  Plain cosine at the same FPR is the reference ("ratio").
 
-Full run: the embedding caches take ~30 min once (shared with fit_verifier.py, in
-.work/); afterwards ~15 min (5 head trainings, cached too) and ~5 min when cached.
---quick reuses the caches and takes a few minutes.  Writes
+Full run on this 2-core machine: the embedding caches take ~30 min once (shared with
+fit_verifier.py, in .work/; less on an idle machine), the 5 per-fold head trainings
+~15 min (cached too), the evaluation ~1 min: under a minute when all is cached.
+--quick (after the caches exist) trains 2 small heads and takes a few minutes.  Writes
 benchmarks/results/semantic.json and semantic.md (quick: semantic_quick.*).
 """
 
@@ -63,8 +64,15 @@ def rates(match: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(match[y == 0].mean()), float(match[y == 1].mean())
 
 
-def evaluate(name: str, cos: np.ndarray, lex: tuple[np.ndarray, np.ndarray], y: np.ndarray,
-             fold: np.ndarray, group: np.ndarray, plain: np.ndarray) -> dict:  # type: ignore[type-arg]
+def evaluate(
+    name: str,
+    cos: np.ndarray,
+    lex: tuple[np.ndarray, np.ndarray],
+    y: np.ndarray,
+    fold: np.ndarray,
+    group: np.ndarray,
+    plain: np.ndarray,
+) -> dict:  # type: ignore[type-arg]
     """Nested CV of the verifier over out-of-fold cosines."""
     L, G = lex
     score = np.zeros(len(y))
@@ -73,8 +81,17 @@ def evaluate(name: str, cos: np.ndarray, lex: tuple[np.ndarray, np.ndarray], y: 
 
     for k in np.unique(fold):
         tr, te = fold != k, fold == k
-        cal = calibrate([], [], y[tr], cos[tr], group=group[tr], fold=fold[tr], model_id=name,
-                        lexical=(L[tr], G[tr]))
+        inner = fold[tr] if len(np.unique(fold[tr])) > 1 else None  # else calibrate splits
+        cal = calibrate(
+            [],
+            [],
+            y[tr],
+            cos[tr],
+            group=group[tr],
+            fold=inner,
+            model_id=name,
+            lexical=(L[tr], G[tr]),
+        )
         gcols = np.array([GUARDS.index(g) for g in cal["guards"]], dtype=int)
         X = feature_matrix(cal, cos[te], L[te])
         score[te] = _decision(X, G[te], np.asarray(cal["weights"]), float(cal["bias"]), gcols)
@@ -85,8 +102,12 @@ def evaluate(name: str, cos: np.ndarray, lex: tuple[np.ndarray, np.ndarray], y: 
     for s, m in match.items():
         fpr, tpr = rates(m, y)
         ref = tpr_at(plain, y, fpr)
-        out[s] = {"fpr": fpr, "tpr": tpr, "plain_cosine_tpr_same_fpr": ref,
-                  "ratio": tpr / ref if ref else None}
+        out[s] = {
+            "fpr": fpr,
+            "tpr": tpr,
+            "plain_cosine_tpr_same_fpr": ref,
+            "ratio": tpr / ref if ref else None,
+        }
     return out
 
 
@@ -116,7 +137,9 @@ def embed_latency(model, texts: list[str]) -> float:  # type: ignore[no-untyped-
     samples = []
     for t in texts[:200]:
         s = time.perf_counter()
-        model.embed([t]) if hasattr(model, "embed") else model.encode([t], normalize_embeddings=True)
+        model.embed([t]) if hasattr(model, "embed") else model.encode(
+            [t], normalize_embeddings=True
+        )
         samples.append(time.perf_counter() - s)
     return statistics.median(samples) * 1e3
 
@@ -140,9 +163,10 @@ def gptcache_demo(base) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
         cache.init(
             pre_embedding_func=get_prompt,
             embedding_func=lambda x, **_: base.encode([x], normalize_embeddings=True)[0],
-            data_manager=get_data_manager(CacheBase("sqlite", sql_url=f"sqlite:///{d}/c.db"),
-                                          VectorBase("hnswlib", dimension=384,
-                                                     index_path=f"{d}/h.bin")),
+            data_manager=get_data_manager(
+                CacheBase("sqlite", sql_url=f"sqlite:///{d}/c.db"),
+                VectorBase("hnswlib", dimension=384, index_path=f"{d}/h.bin"),
+            ),
             similarity_evaluation=SearchDistanceEvaluation(),
             config=Config(similarity_threshold=0.8),
         )
@@ -150,7 +174,8 @@ def gptcache_demo(base) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
         # cannot look up (every get misses); plain ints make it behave as released.
         search = cache.data_manager.v.search
         cache.data_manager.v.search = lambda *a, _s=search, **k: [  # type: ignore[method-assign]
-            (float(dist), int(i)) for dist, i in _s(*a, **k)]
+            (float(dist), int(i)) for dist, i in _s(*a, **k)
+        ]
         put(cached, f"answer to: {cached}", cache_obj=cache)
         got = get(query, cache_obj=cache)
         out.append({"cached": cached, "query": query, "gptcache_hit": got is not None})
@@ -158,7 +183,9 @@ def gptcache_demo(base) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="2 folds of a 12,000-pair subsample")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
@@ -191,11 +218,21 @@ def main() -> None:
     base = load_base_model()
 
     res: dict = {  # type: ignore[type-arg]
-        "data": {"pairs": len(y), "duplicates": int(y.sum()), "folds": int(fold.max()) + 1,
-                 "quick": args.quick, "adapted_head_training": cfg},
-        "plain_cosine": {"tpr_at_1pct": tpr_at(plain, y, 0.01), "tpr_at_5pct": tpr_at(plain, y, 0.05)},
-        "adapted_cosine": {"tpr_at_1pct": tpr_at(adapted, y, 0.01),
-                           "tpr_at_5pct": tpr_at(adapted, y, 0.05)},
+        "data": {
+            "pairs": len(y),
+            "duplicates": int(y.sum()),
+            "folds": int(fold.max()) + 1,
+            "quick": args.quick,
+            "adapted_head_training": cfg,
+        },
+        "plain_cosine": {
+            "tpr_at_1pct": tpr_at(plain, y, 0.01),
+            "tpr_at_5pct": tpr_at(plain, y, 0.05),
+        },
+        "adapted_cosine": {
+            "tpr_at_1pct": tpr_at(adapted, y, 0.01),
+            "tpr_at_5pct": tpr_at(adapted, y, 0.05),
+        },
     }
     res["plain_verifier"] = evaluate("plain", plain, lex, y, fold, p.group, plain)
     res["adapted_verifier"] = evaluate("adapted", adapted, lex, y, fold, p.group, plain)
@@ -220,20 +257,35 @@ def main() -> None:
         c = float(v[0] @ v[1])
         pv = base.encode([canonicalize(query), canonicalize(cached)], normalize_embeddings=True)
         s, b = ver.verify(query, cached, c), bal.verify(query, cached, c)
-        looks.append({"cached": cached, "query": query, "plain_cosine": float(pv[0] @ pv[1]),
-                      "adapted_cosine": c, "strict": s.match, "balanced": b.match,
-                      "score": round(s.score, 4), "blocked_by": s.evidence["blocked_by"]})
+        looks.append(
+            {
+                "cached": cached,
+                "query": query,
+                "plain_cosine": float(pv[0] @ pv[1]),
+                "adapted_cosine": c,
+                "strict": s.match,
+                "balanced": b.match,
+                "score": round(s.score, 4),
+                "blocked_by": s.evidence["blocked_by"],
+            }
+        )
     try:
         for row, g in zip(looks, gptcache_demo(base), strict=True):
             row["gptcache_hit"] = g["gptcache_hit"]
     except Exception as exc:  # GPTCache is context only
         res["gptcache_error"] = repr(exc)
     res["look_alikes"] = looks
-    res["shipped"] = {"strict": ver.calibration["settings"]["strict"],
-                      "balanced": ver.calibration["settings"]["balanced"],
-                      "delta_bytes": (ROOT / "rag_cache_plugin" / "data" / "minilm_qe_delta.npz").stat().st_size}
-    res["run"] = {"seconds": round(time.perf_counter() - t0), "training_and_caches_seconds": round(t_train),
-                  "machine": f"{platform.machine()}, {platform.python_version()}, torch threads {args.threads}"}
+    res["shipped"] = {
+        "strict": ver.calibration["settings"]["strict"],
+        "balanced": ver.calibration["settings"]["balanced"],
+        "delta_bytes": (ROOT / "rag_cache_plugin" / "data" / "minilm_qe_delta.npz").stat().st_size,
+    }
+    res["run"] = {
+        "seconds": round(time.perf_counter() - t0),
+        "training_and_caches_seconds": round(t_train),
+        "machine": f"{platform.machine()}, {platform.python_version()}, "
+        f"torch threads {args.threads}",
+    }
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "semantic_quick" if args.quick else "semantic"
     (RESULTS / f"{stem}.json").write_text(json.dumps(res, indent=1) + "\n")
@@ -247,46 +299,75 @@ def markdown(r: dict) -> str:  # type: ignore[type-arg]
     lines = [
         "# Semantic matching on QQP pairs",
         "",
-        f"{d['pairs']:,} labelled pairs ({d['duplicates']:,} duplicates), {d['folds']} folds grouped by "
+        f"{d['pairs']:,} labelled pairs ({d['duplicates']:,} duplicates), "
+        f"{d['folds']} folds grouped by "
         "connected question; every score is out of fold (the adapted embedder is trained per fold, "
-        "the verifier's score and thresholds are fitted on the other folds only)."
-        + (" **Quick run: subsample, shorter training.**" if d["quick"] else ""),
+        "the verifier's score and thresholds are fitted on the other folds only).  TPR at a fixed "
+        "FPR pools the test folds' scores (each fold scored by its own fitted verifier); the "
+        "operating points below are what a user gets: thresholds fixed beforehand."
+        + (" **Quick run: a subsample, 2 folds.**" if d["quick"] else ""),
         "",
-        "| method | TPR @ 1% FPR | × plain | TPR @ 5% FPR | × plain |",
+        "| method | TPR @ 1% FPR | vs plain | TPR @ 5% FPR | vs plain |",
         "|---|---|---|---|---|",
-        f"| plain cosine, all-MiniLM-L6-v2 | {pc['tpr_at_1pct']:.3f} | 1.00 | {pc['tpr_at_5pct']:.3f} | 1.00 |",
+        f"| plain cosine, all-MiniLM-L6-v2 | {pc['tpr_at_1pct']:.3f} | 1.00 | "
+        f"{pc['tpr_at_5pct']:.3f} | 1.00 |",
     ]
-    for key, label in (("plain_verifier", "plain MiniLM + verifier"),
-                       ("adapted_cosine", "adapted MiniLM, cosine only"),
-                       ("adapted_verifier", "**adapted MiniLM + verifier (shipped)**")):
+    for key, label in (
+        ("plain_verifier", "plain MiniLM + verifier"),
+        ("adapted_cosine", "adapted MiniLM, cosine only"),
+        ("adapted_verifier", "**adapted MiniLM + verifier (shipped)**"),
+    ):
         x = r[key]
-        lines.append(f"| {label} | {x['tpr_at_1pct']:.3f} | {x['ratio_at_1pct']:.2f} | "
-                     f"{x['tpr_at_5pct']:.3f} | {x['ratio_at_5pct']:.2f} |")
-    lines += ["", "Operating points (thresholds chosen on the training folds, rates measured on the test folds):", "",
-              "| verifier | setting | FPR | TPR | plain cosine TPR at that FPR | ratio |", "|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {label} | {x['tpr_at_1pct']:.3f} | {x['ratio_at_1pct']:.2f} | "
+            f"{x['tpr_at_5pct']:.3f} | {x['ratio_at_5pct']:.2f} |"
+        )
+    lines += [
+        "",
+        "Operating points (thresholds chosen on the training folds, rates measured on the "
+        "test folds):",
+        "",
+        "| verifier | setting | FPR | TPR | plain cosine TPR at that FPR | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for key, label in (("plain_verifier", "plain MiniLM"), ("adapted_verifier", "adapted MiniLM")):
         for s in ("strict", "balanced"):
             x = r[key][s]
             ratio = f"{x['ratio']:.2f}" if x["ratio"] else "n/a"
-            lines.append(f"| {label} | {s} | {x['fpr']:.4f} | {x['tpr']:.3f} | "
-                         f"{x['plain_cosine_tpr_same_fpr']:.3f} | {ratio} |")
+            lines.append(
+                f"| {label} | {s} | {x['fpr']:.4f} | {x['tpr']:.3f} | "
+                f"{x['plain_cosine_tpr_same_fpr']:.3f} | {ratio} |"
+            )
     lat = r["latency"]
-    lines += ["", f"verify(): {lat['verify_us_warm']:.1f} µs per candidate (query parse memoised), "
-              f"{lat['verify_us_cold']:.1f} µs cold.  Embedding one question: adapted "
-              f"{lat['embed_ms_adapted']:.1f} ms, plain {lat['embed_ms_plain']:.1f} ms (median).  "
-              f"Shipped delta: {r['shipped']['delta_bytes'] / 1e6:.1f} MB.", "",
-              "Look-alikes (shipped model and calibration):", "",
-              "| cached | query | plain cos | adapted cos | GPTCache | strict | balanced | blocked by |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        f"verify(): {lat['verify_us_warm']:.1f} µs per candidate (query parse memoised), "
+        f"{lat['verify_us_cold']:.1f} µs cold.  Embedding one question: adapted "
+        f"{lat['embed_ms_adapted']:.1f} ms, plain {lat['embed_ms_plain']:.1f} ms (median).  "
+        f"Shipped delta: {r['shipped']['delta_bytes'] / 1e6:.1f} MB.",
+        "",
+        "Look-alikes (shipped model and calibration):",
+        "",
+        "| cached | query | plain cos | adapted cos | GPTCache | strict | balanced | blocked by |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for x in r["look_alikes"]:
         g = {True: "hit", False: "miss"}.get(x.get("gptcache_hit"), "n/a")  # type: ignore[arg-type]
-        lines.append(f"| {x['cached']} | {x['query']} | {x['plain_cosine']:.3f} | {x['adapted_cosine']:.3f} | "
-                     f"{g} | {'hit' if x['strict'] else 'miss'} | {'hit' if x['balanced'] else 'miss'} | "
-                     f"{', '.join(x['blocked_by']) or '-'} |")
-    lines += ["", "GPTCache 0.1.44: quick-start similarity setup (SearchDistanceEvaluation, "
-              "similarity_threshold 0.8), embedding with plain all-MiniLM-L6-v2 since its default "
-              "ONNX model cannot be fetched offline.", "",
-              f"Run: {r['run']['seconds']} s ({r['run']['machine']}).", ""]
+        lines.append(
+            f"| {x['cached']} | {x['query']} | {x['plain_cosine']:.3f} | "
+            f"{x['adapted_cosine']:.3f} | "
+            f"{g} | {'hit' if x['strict'] else 'miss'} | {'hit' if x['balanced'] else 'miss'} | "
+            f"{', '.join(x['blocked_by']) or '-'} |"
+        )
+    lines += [
+        "",
+        "GPTCache 0.1.44: quick-start similarity setup (SearchDistanceEvaluation, "
+        "similarity_threshold 0.8), embedding with plain all-MiniLM-L6-v2 since its default "
+        "ONNX model cannot be fetched offline.",
+        "",
+        f"Run: {r['run']['seconds']} s ({r['run']['machine']}).",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -59,7 +59,9 @@ def adapted_inputs(p):  # type: ignore[no-untyped-def]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     import torch
@@ -81,8 +83,12 @@ def main() -> None:
         "base": PLAIN_ID,
         "sha256": hashlib.sha256(raw).hexdigest(),
         "head_layer": SPLIT_LAYER,
-        "training": {**cfg, "loss": "CoSENT" + (" + MNRL" if cfg.get("mnrl") else ""),
-                     "pairs": len(p.y), "data": "qqp_pairs_dev.jsonl"},
+        "training": {
+            **cfg,
+            "loss": "CoSENT" + (" + MNRL" if cfg.get("mnrl") else ""),
+            "pairs": len(p.y),
+            "data": "qqp_pairs_dev.jsonl",
+        },
     }
     (DATA_DIR / META_FILE).write_text(json.dumps(meta, indent=1) + "\n", encoding="utf-8")
     print(f"delta: {len(raw) / 1e6:.2f} MB ({time.perf_counter() - t0:.0f}s)", flush=True)
@@ -92,11 +98,19 @@ def main() -> None:
     plain = x[:, x.shape[1] // 2 :]
     plain_cos = np.einsum("ij,ij->i", plain[p.a], plain[p.b]).astype(np.float64)
     models = {
-        ADAPTED_ID: calibrate(a_txt, b_txt, p.y, oof, group=p.group, fold=fold, model_id=ADAPTED_ID),
-        PLAIN_ID: calibrate(a_txt, b_txt, p.y, plain_cos, group=p.group, fold=fold, model_id=PLAIN_ID),
+        ADAPTED_ID: calibrate(
+            a_txt, b_txt, p.y, oof, group=p.group, fold=fold, model_id=ADAPTED_ID
+        ),
+        PLAIN_ID: calibrate(
+            a_txt, b_txt, p.y, plain_cos, group=p.group, fold=fold, model_id=PLAIN_ID
+        ),
     }
     models[GENERIC] = generic(models[PLAIN_ID])
-    doc = {"format": 1, "source": "benchmarks/fit_verifier.py on qqp_pairs_dev.jsonl", "models": models}
+    doc = {
+        "format": 1,
+        "source": "benchmarks/fit_verifier.py on qqp_pairs_dev.jsonl",
+        "models": models,
+    }
     (DATA_DIR / CALIBRATION_FILE).write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
     for mid, cal in models.items():
         print(mid, json.dumps(cal["settings"]))

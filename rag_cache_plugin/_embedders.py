@@ -42,8 +42,14 @@ class AdaptedMiniLM:
     ``semantic`` extra), never the network.
     """
 
-    def __init__(self, *, delta_path: str | Path | None = None, base_path: str | Path | None = None,
-                 device: str = "cpu", batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        *,
+        delta_path: str | Path | None = None,
+        base_path: str | Path | None = None,
+        device: str = "cpu",
+        batch_size: int = 64,
+    ) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
@@ -95,8 +101,13 @@ class AdaptedMiniLM:
         with torch.inference_mode():
             for s in range(0, len(order), self._batch):
                 ids = order[s : s + self._batch]
-                enc = self._tok([texts[i] for i in ids], padding=True, truncation=True,
-                                max_length=self._max_len, return_tensors="pt")
+                enc = self._tok(
+                    [texts[i] for i in ids],
+                    padding=True,
+                    truncation=True,
+                    max_length=self._max_len,
+                    return_tensors="pt",
+                )
                 res = self._bert(**enc, output_hidden_states=bool(self._head))
                 m = enc["attention_mask"].unsqueeze(-1).to(torch.float32)
                 n = m.sum(1).clamp(min=1e-9)
@@ -114,7 +125,9 @@ class AdaptedMiniLM:
         z = torch.nn.functional.layer_norm(low, (dim,), w["norm.weight"], w["norm.bias"])
         z = torch.cat([z, final * dim**0.5], 1)
         z = torch.nn.functional.gelu(z @ w["up.weight"].T + w["up.bias"])
-        return torch.nn.functional.normalize(final + z @ w["down.weight"].T + w["down.bias"], dim=-1)
+        return torch.nn.functional.normalize(
+            final + z @ w["down.weight"].T + w["down.bias"], dim=-1
+        )
 
     async def aembed(self, texts: list[str]) -> np.ndarray:
         return await asyncio.to_thread(self.embed, texts)
@@ -124,4 +137,3 @@ class AdaptedMiniLM:
 
     def __repr__(self) -> str:
         return f"AdaptedMiniLM(model_id={self.model_id!r}, dim={self.dim})"
-
