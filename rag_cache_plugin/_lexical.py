@@ -13,7 +13,7 @@ from functools import lru_cache
 
 __all__ = ["FEATURES", "GUARDS", "Parsed", "features", "guards", "parse"]
 
-_WORD = re.compile(r"[^\W_]+(?:[.'\u2019+#-][^\W_]+)*[+#]*", re.UNICODE)
+_WORD = re.compile(r"\d+(?:[.,]\d+)+%?|[^\W_]+(?:[.'\u2019+#-][^\W_]+)*[+#]*", re.UNICODE)
 _NUMBER = re.compile(r"^\d+(?:[.,]\d+)*(?:st|nd|rd|th|s|k|m|bn|%)?$")
 
 
