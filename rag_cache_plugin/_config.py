@@ -78,15 +78,20 @@ class RedisConfig(_Frozen):
 
 
 class SemanticConfig(_Frozen):
-    """Semantic matching of paraphrased questions; ``embedder`` is required."""
+    """Semantic matching of paraphrased questions."""
 
-    embedder: Any = None
-    """A LangChain ``Embeddings``, a LlamaIndex ``BaseEmbedding``, a sentence-transformers
-    model, a model path/name, or any callable ``list[str] -> array``."""
+    embedder: Any = "default"
+    """"default" (all-MiniLM-L6-v2 adapted to question equivalence, shipped with the
+    package, needs the ``semantic`` extra), a LangChain ``Embeddings``, a LlamaIndex
+    ``BaseEmbedding``, a sentence-transformers model, a model path/name, or any callable
+    ``list[str] -> array``."""
     setting: Literal["strict", "balanced"] = "strict"
     target_false_hit_rate: float | None = Field(default=None, gt=0, lt=0.5)
-    threshold: float | None = Field(default=None, ge=-1, le=1)
+    threshold: float | None = Field(default=None, ge=0, le=1)
     """A raw decision threshold on the verifier's score; overrides ``setting``."""
+    calibration: Path | None = None
+    """A verifier calibration fitted on your own labelled pairs
+    (``MatchVerifier.fit(pairs, embedder).save(path)``); None uses the shipped one."""
     top_k: int = Field(default=4, ge=1, le=100)
     """Candidates verified per lookup, best cosine first."""
     max_embed_chars: int = Field(default=2_000, ge=1)

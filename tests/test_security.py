@@ -284,7 +284,7 @@ def test_tenants_never_match_semantically(tmp_path: Path, redis_url: str,
 
     qs = questions()[:1000]
     # The loosest threshold: if tenants were ever mixed, this would show it.
-    sem = SemanticConfig(embedder=embed, threshold=-1.0)
+    sem = SemanticConfig(embedder=embed, threshold=0.0)
     cfg = CacheConfig(sqlite_path=tmp_path / "c.db", redis=RedisConfig(url=redis_url),
                       semantic=sem)
     with RagCache(cfg) as a, RagCache(cfg) as b:
