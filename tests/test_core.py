@@ -27,7 +27,8 @@ from rag_cache_plugin import (
 
 @pytest.fixture
 def full(tmp_path: Path, redis_url: str) -> Iterator[RagCache]:
-    with RagCache(CacheConfig(sqlite_path=tmp_path / "c.db", redis=RedisConfig(url=redis_url))) as c:
+    cfg = CacheConfig(sqlite_path=tmp_path / "c.db", redis=RedisConfig(url=redis_url))
+    with RagCache(cfg) as c:
         yield c
 
 
@@ -46,8 +47,9 @@ def wait_until(cond: object, timeout: float = 5.0) -> bool:
 def test_lexical_variants_share_a_key() -> None:
     with RagCache(CacheConfig()) as c:
         c.store("What is the capital of France?", "Paris")
+        fullwidth = "\uff37\uff28\uff21\uff34 is the capital of France?"
         for q in ["what is the capital of france", "  What   is the Capital of FRANCE ?!",
-                  "What is the capital of France\u2009?", "ＷＨＡＴ is the capital of France?"]:
+                  "What is the capital of France\u2009?", fullwidth]:
             hit = c.lookup(q)
             assert hit is not None and hit.value == "Paris", q
 

@@ -30,7 +30,12 @@ def test_private_modules_stay_private() -> None:
 
 def test_exception_tree() -> None:
     from rag_cache_plugin import (
-        CodecError, ConfigError, CorruptEntryError, RagCacheError, SignatureError, TierError,
+        CodecError,
+        ConfigError,
+        CorruptEntryError,
+        RagCacheError,
+        SignatureError,
+        TierError,
         TierUnavailableError,
     )
 

@@ -190,7 +190,8 @@ class MemoryTier:
             self.max_bytes = max_bytes
         evicted: list[Entry] = []
         with self._lock:
-            while self._data and (len(self._data) > self.max_entries or self._bytes > self.max_bytes):
+            while self._data and (len(self._data) > self.max_entries
+                                  or self._bytes > self.max_bytes):
                 victim = self._policy.victim()
                 if victim is None or victim not in self._data:
                     break

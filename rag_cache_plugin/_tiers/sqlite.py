@@ -92,7 +92,8 @@ CREATE TABLE IF NOT EXISTS news (
 # codec refuses, instead of failing inside sqlite3's UTF-8 decoding as a tier error.
 _GET = "SELECT CAST(value AS BLOB), expire_time FROM entries WHERE key = ?"
 _UPSERT = """
-INSERT INTO entries (key, ns, partition, store_time, expire_time, access_time, access_count, size, value)
+INSERT INTO entries
+    (key, ns, partition, store_time, expire_time, access_time, access_count, size, value)
 VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
 ON CONFLICT(key) DO UPDATE SET ns = excluded.ns, partition = excluded.partition,
     store_time = excluded.store_time, expire_time = excluded.expire_time,
@@ -307,10 +308,8 @@ class SqliteTier:
         with self._conns_lock:
             conns, self._conns = self._conns, []
         for c in conns:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 c.close()
-            except sqlite3.Error:
-                pass
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -611,7 +610,8 @@ class SqliteTier:
         """News rows with ``seq > after``: (seq, origin, ns, kind, body)."""
         with self._guard():
             rows = self._conn().execute(
-                "SELECT seq, origin, ns, kind, body FROM news WHERE seq > ? ORDER BY seq LIMIT 1000",
+                "SELECT seq, origin, ns, kind, body FROM news WHERE seq > ? "
+                "ORDER BY seq LIMIT 1000",
                 (after,),
             ).fetchall()
         return [tuple(r) for r in rows]  # type: ignore[misc]
@@ -740,7 +740,8 @@ class SqliteTier:
             return []
         select, delete, untag = _invalidation_sql(len(tags))
         args = (namespace, *tags)
-        rows = await self._arun([(select, args, False), (delete, args, False), (untag, args, False)])
+        rows = await self._arun([(select, args, False), (delete, args, False),
+                                 (untag, args, False)])
         return [Ref(*r) for r in rows[0]]
 
     async def aclear(self, namespace: str | None = None) -> None:
