@@ -181,6 +181,25 @@ def test_analyze_tuning_need_from_a_dict_a_snapshot_or_the_open_window(tmp_path:
         rig.close()
 
 
+def test_shorter_ttls_need_permission(tmp_path: Path) -> None:
+    pressure = {"lookups": 5000, "l2_fill": 0.97, "expired_miss_rate": 0.0}
+    rig = make_rig(tmp_path, ttl=600.0)
+    try:
+        need = rig.tuner.analyze_tuning_need(pressure)
+        assert not need and "not allowed" in need.findings[0].blocked
+    finally:
+        rig.close()
+    allowed = make_rig(tmp_path / "b", ttl=600.0,
+                       tuner={"bounds": TuningBounds(allow_ttl_decrease=True, min_ttl=300.0)})
+    try:
+        need = allowed.tuner.analyze_tuning_need(pressure)
+        assert need and need.findings[0].change is not None
+        assert need.findings[0].change.new == 300.0  # 600 / 2, and the bound
+        assert "L2 is 97% full" in need.findings[0].change.reason
+    finally:
+        allowed.close()
+
+
 def test_short_windows_keep_collecting_and_forced_ones_are_never_acted_on(
         tmp_path: Path) -> None:
     rig = make_rig(tmp_path, ttl=30.0)

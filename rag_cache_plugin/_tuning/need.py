@@ -84,7 +84,8 @@ def find(rules: Sequence[TuningRule], metrics: Mapping[str, float | None], knobs
          min_lookups: int) -> TuningNeed:
     """Evaluate ``rules`` on ``metrics``.  ``step(rule)`` is the step a rule moves by;
     ``blocked``: action -> why it may not act now (rolled back recently)."""
-    lookups = int(metrics.get("lookups") or 0)
+    counted = metrics.get("lookups")
+    lookups = int(counted or 0)
     findings: list[Finding] = []
     taken: set[str] = set()
     for rule in rules:
@@ -100,6 +101,7 @@ def find(rules: Sequence[TuningRule], metrics: Mapping[str, float | None], knobs
             findings.append(Finding(rule, metrics.get(rule.metric), proposal))
         else:
             findings.append(Finding(rule, metrics.get(rule.metric), None, proposal))
-    evidence = lookups >= min_lookups
+    # Metrics without a lookup count (a caller's own dict) are taken as evidence.
+    evidence = counted is None or lookups >= min_lookups
     needed = evidence and any(f.actionable for f in findings)
     return TuningNeed(needed, evidence, lookups, tuple(findings), dict(metrics))
