@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import platform
@@ -39,6 +40,30 @@ def per_op(fn: Callable[[], object], n: int, *, repeats: int = 5, warmup: int = 
             fn()
         runs.append((time.perf_counter() - t) / n)
     return statistics.median(runs)
+
+
+def interleaved(fns: dict[str, Callable[[], object]], *, run_seconds: float = 0.002,
+                repeat: int = 50, timer: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Best seconds per call of each contender.  Short runs of the contenders alternate,
+    so all see the same machine load, and each run lasts about ``run_seconds`` (sized per
+    contender), so a slower one is not more likely to be preempted; the best run of each
+    is its least disturbed one."""
+    def run(fn: Callable[[], object], n: int) -> float:
+        gc.disable()
+        try:
+            t = timer()
+            for _ in range(n):
+                fn()
+            return (timer() - t) / n
+        finally:
+            gc.enable()
+
+    sizes = {name: max(5, int(run_seconds / max(run(fn, 20), 1e-9))) for name, fn in fns.items()}
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            best[name] = min(best[name], run(fn, sizes[name]))
+    return best
 
 
 def write(name: str, data: dict[str, Any], table: str) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _common import fmt_us, per_op, write  # noqa: E402
+from _common import fmt_us, interleaved, write  # noqa: E402
 
 from rag_cache_plugin import CacheConfig, RagCache, RedisConfig  # noqa: E402
 
@@ -43,11 +43,12 @@ def bench_l1(value: Any, gens: list[Any]) -> dict[str, float]:
     base.update(PROMPT, LLM_STRING, gens)
     ours = RagCache(CacheConfig())
     ours.store(PROMPT, value, llm_string=LLM_STRING)
-    n = 50_000
-    b = per_op(lambda: base.lookup(PROMPT, LLM_STRING), n)
-    o = per_op(lambda: ours.lookup(PROMPT, llm_string=LLM_STRING), n)
+    best = interleaved({"ours": lambda: ours.lookup(PROMPT, llm_string=LLM_STRING),
+                        "base": lambda: base.lookup(PROMPT, LLM_STRING)}, repeat=200,
+                       run_seconds=0.0005)
     ours.close()
-    return {"l1_hit": o, "inmemorycache_hit": b, "l1_hit_ratio": o / b}
+    return {"l1_hit": best["ours"], "inmemorycache_hit": best["base"],
+            "l1_hit_ratio": best["ours"] / best["base"]}
 
 
 def bench_l2(value: Any, gens: list[Any], tmp: Path) -> dict[str, float]:
@@ -58,18 +59,18 @@ def bench_l2(value: Any, gens: list[Any], tmp: Path) -> dict[str, float]:
     # No L1, so every lookup reads the SQLite file.
     ours = RagCache(CacheConfig(sqlite_path=tmp / "ours.db", l1_max_entries=0))
     ours.store(PROMPT, value, llm_string=LLM_STRING)
-    n = 2_000
-    b_hit = per_op(lambda: base.lookup(PROMPT, LLM_STRING), n)
-    o_hit = per_op(lambda: ours.lookup(PROMPT, llm_string=LLM_STRING), n)
+    hit = interleaved({"ours": lambda: ours.lookup(PROMPT, llm_string=LLM_STRING),
+                       "base": lambda: base.lookup(PROMPT, LLM_STRING)})
     counter = iter(range(10**9))
-    b_store = per_op(lambda: base.update(f"{PROMPT} {next(counter)}", LLM_STRING, gens), 300,
-                     warmup=20)
-    o_store = per_op(lambda: ours.store(f"{PROMPT} {next(counter)}", value,
-                                        llm_string=LLM_STRING), 300, warmup=20)
+    store = interleaved(
+        {"ours": lambda: ours.store(f"{PROMPT} {next(counter)}", value, llm_string=LLM_STRING),
+         "base": lambda: base.update(f"{PROMPT} {next(counter)}", LLM_STRING, gens)},
+        run_seconds=0.02, repeat=15)
     ours.close()
-    return {"l2_hit": o_hit, "sqlitecache_hit": b_hit, "l2_hit_speedup": b_hit / o_hit,
-            "l2_store": o_store, "sqlitecache_store": b_store,
-            "l2_store_speedup": b_store / o_store}
+    return {"l2_hit": hit["ours"], "sqlitecache_hit": hit["base"],
+            "l2_hit_speedup": hit["base"] / hit["ours"],
+            "l2_store": store["ours"], "sqlitecache_store": store["base"],
+            "l2_store_speedup": store["base"] / store["ours"]}
 
 
 def bench_l3(value: Any, gens: list[Any], url: str) -> dict[str, float]:
@@ -79,24 +80,21 @@ def bench_l3(value: Any, gens: list[Any], url: str) -> dict[str, float]:
     client = redis.Redis.from_url(url)
     base = RedisCache(redis_=client)
     base.update(PROMPT, LLM_STRING, gens)
+    # No L1 and no L2, so every lookup is a round trip to Redis.
     ours = RagCache(CacheConfig(redis=RedisConfig(url=url), l1_max_entries=0))
     ours.store(PROMPT, value, llm_string=LLM_STRING)
     name = ours.l3.data_key(ours.ref(PROMPT, llm_string=LLM_STRING))  # type: ignore[union-attr]
     raw = client.get(name)
     assert raw is not None
     client.set("bare-get", raw)
-    n = 3_000
-    rounds = []
-    # Interleave the three so drift on a busy machine hits all alike.
-    for _ in range(3):
-        rounds.append((per_op(lambda: client.get("bare-get"), n),
-                       per_op(lambda: ours.lookup(PROMPT, llm_string=LLM_STRING), n),
-                       per_op(lambda: base.lookup(PROMPT, LLM_STRING), n)))
-    bare, o, b = (min(r[i] for r in rounds) for i in range(3))
+    best = interleaved({"bare": lambda: client.get("bare-get"),
+                        "ours": lambda: ours.lookup(PROMPT, llm_string=LLM_STRING),
+                        "base": lambda: base.lookup(PROMPT, LLM_STRING)})
     ours.close()
     client.close()
-    return {"l3_hit": o, "bare_get": bare, "rediscache_hit": b, "l3_vs_bare_get": o / bare,
-            "l3_speedup_vs_rediscache": b / o, "payload_bytes": len(raw)}
+    return {"l3_hit": best["ours"], "bare_get": best["bare"], "rediscache_hit": best["base"],
+            "l3_vs_bare_get": best["ours"] / best["bare"],
+            "l3_speedup_vs_rediscache": best["base"] / best["ours"], "payload_bytes": len(raw)}
 
 
 def main() -> dict[str, Any]:
@@ -108,12 +106,12 @@ def main() -> dict[str, Any]:
         res.update(bench_l1(value, gens))
         res.update(bench_l2(value, gens, Path(d)))
         res.update(bench_l3(value, gens, server.url))
-    try:
-        from bench_adapter_latency import bench_adapter  # the LangChain adapter path
-    except ImportError:
-        pass
-    else:
-        res.update(bench_adapter())
+    from bench_adapter_latency import run as bench_adapter  # the LangChain adapter path
+
+    adapter = bench_adapter()
+    res.update({"adapter_l1_hit": adapter["rag_llm_cache_us"] / 1e6,
+                "adapter_inmemorycache_hit": adapter["in_memory_cache_us"] / 1e6,
+                "adapter_l1_ratio": adapter["ratio"]})
     targets = {
         "L1 hit vs InMemoryCache (ratio, target <= 10x)": (res["l1_hit_ratio"], res["l1_hit_ratio"] <= 10),
         "L2 hit speed-up vs SQLiteCache (target >= 10x)": (res["l2_hit_speedup"], res["l2_hit_speedup"] >= 10),

@@ -29,6 +29,7 @@ from ._errors import ConfigError, CorruptEntryError, SignatureError
 __all__ = ["Codec", "derive_key", "loads"]
 
 _MAGIC = b"RC1 "
+_PRIMITIVES = (str, int, float, bool, type(None))
 _VERSION = 1
 
 
@@ -106,9 +107,13 @@ class Codec:
         except (TypeError, ValueError, RecursionError) as exc:
             raise ValueError(f"cache values must be JSON data: {exc}") from exc
 
-    def encode(self, entry: Entry) -> bytes:
-        """Encode and remember the payload on ``entry.raw``."""
+    def encode(self, entry: Entry, *, normalize: bool = False) -> bytes:
+        """Encode and remember the payload on ``entry.raw``.  With ``normalize`` the
+        entry's value becomes its JSON round trip (tuples turn into lists...), so L1
+        returns exactly what L2 and L3 will."""
         body = self.body(entry)
+        if normalize and not isinstance(entry.value, _PRIMITIVES):
+            entry.value = loads(body)["val"]
         key = entry.key.encode("ascii")
         if self._aead:
             kid, aead = self._aead[0]

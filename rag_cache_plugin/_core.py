@@ -21,7 +21,7 @@ from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._breaker import CircuitBreaker
-from ._codec import Codec, derive_key, loads
+from ._codec import Codec, derive_key
 from ._config import CacheConfig
 from ._entry import Entry
 from ._events import (
@@ -55,7 +55,6 @@ _log = logging.getLogger("rag_cache_plugin")
 _MEMO_MAX = 16_384
 _MEMO_MAX_CHARS = 65_536  # longer prompts are hashed each time rather than pinned in memory
 _ALL = "*"  # news namespace for clears of every namespace
-_PRIMITIVES = (str, int, float, bool, type(None))
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,16 +394,16 @@ class RagCache:
         ``single_flight=True``: on a miss, wait (up to ``single_flight_timeout``) while
         another thread or task computes this answer; a None tells the caller to compute
         it and ``store`` it (or ``release`` the key if it cannot)."""
-        started = perf_counter()
+        started = perf_counter() if self.bus.active else 0.0
         try:
             ref, canonical = self._ref(question, context, llm_string, namespace)
         except _Oversize as exc:
             self._oversize(namespace, exc.args[0], "question")
             return None
-        now = self._clock()
-        entry = self.l1.get(ref, now)
+        entry = self.l1.find(ref.key, self._clock)
         if entry is not None:
             return self._l1_hit(entry, started, question)
+        now = self._clock()
         for tier in self.lower:
             entry = self._tier_get(tier, ref, now)
             if entry is not None:
@@ -481,18 +480,12 @@ class RagCache:
             ttl = self.default_ttl
         elif isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
             raise ValueError("ttl must be a positive number of seconds")
-        if not isinstance(value, _PRIMITIVES):
-            # The value every tier returns is the JSON round trip; L1 must agree.
-            try:
-                value = loads(json.dumps(value, check_circular=True))
-            except (TypeError, ValueError, RecursionError) as exc:
-                raise ValueError(f"cache values must be JSON data: {exc}") from exc
         return Entry(ref.key, ref.namespace, ref.partition, question, value, now,
                      None if ttl is None else now + ttl, tags_t)
 
     def _finish_entry(self, entry: Entry) -> bool:
         """Encode (ValueError for non-JSON data); False if over the size limit."""
-        self.codec.encode(entry)
+        self.codec.encode(entry, normalize=True)
         if entry.size > self.config.max_entry_bytes:
             self._emit_if_active(Rejected(entry.namespace, entry.key, "entry too large",
                                           entry.size))
@@ -530,7 +523,7 @@ class RagCache:
     def _stored(self, entry: Entry, done: list[TierName], started: float) -> None:
         if self.semantic is not None:
             self.semantic.added(entry)
-        body: dict[str, Any] = {"key": entry.key}
+        body: dict[str, Any] = {"key": entry.key, "at": entry.created}
         self.news.publish(entry.namespace, "put", body)
         if self.bus.active:
             self._emit(Stored(entry.namespace, entry.key, tuple(done), entry.size,
@@ -596,21 +589,40 @@ class RagCache:
 
     # -- news from peers ----------------------------------------------------------
 
-    def _on_news(self, ns: str, kind: str, body: dict[str, Any]) -> None:
-        if kind in ("put", "del", "inv"):
-            keys = body.get("keys") or ([body["key"]] if "key" in body else [])
-            self.l1.discard(keys)
-            if kind == "inv":
-                self.l1.invalidate(ns, body.get("tags") or [])
-            if kind != "put" and self.semantic is not None:
-                self.semantic.removed(keys)
-        elif kind == "clear":
-            target = body.get("ns")
-            self.l1.clear(target)
-            if self.semantic is not None:
-                self.semantic.cleared(target)
-        if self.semantic is not None and hasattr(self.semantic, "on_news"):
-            self.semantic.on_news(ns, kind, body)
+    def _on_news(self, source: str, batch: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Apply peers' changes to this process's L1 and semantic index, and, when
+        the news came through Redis, to this host's own L2 file (a peer on another
+        host has another file; the same file's news arrives through L2 and needs
+        nothing)."""
+        l2_removals: list[tuple[str, float | None]] = []
+        l2_invalidations: list[tuple[str, list[str]]] = []
+        l2_clears: list[str | None] = []
+        for ns, kind, body in batch:
+            if kind in ("put", "del", "inv"):
+                keys = [k for k in body.get("keys") or [body.get("key")] if isinstance(k, str)]
+                self.l1.discard(keys)
+                tags = [t for t in body.get("tags") or [] if isinstance(t, str)]
+                if kind == "inv":
+                    self.l1.invalidate(ns, tags)
+                    l2_invalidations.append((ns, tags))
+                if kind != "put" and self.semantic is not None:
+                    self.semantic.removed(keys)
+                # A peer's newer answer replaces only older copies here.
+                at = body.get("at") if kind == "put" else None
+                l2_removals.extend((k, at if isinstance(at, int | float) else None) for k in keys)
+            elif kind == "clear":
+                target = body.get("ns")
+                self.l1.clear(target)
+                l2_clears.append(target)
+                if self.semantic is not None:
+                    self.semantic.cleared(target)
+            if self.semantic is not None and hasattr(self.semantic, "on_news"):
+                self.semantic.on_news(ns, kind, body)
+        if source == "l3" and self.l2 is not None and (l2_removals or l2_invalidations
+                                                      or l2_clears):
+            l2 = self.l2
+            self._tier_call(l2, "news", "", partial(
+                l2.apply_peer_news, l2_removals, l2_invalidations, l2_clears))
 
     # -- semantic feedback --------------------------------------------------------
 
@@ -721,16 +733,16 @@ class RagCache:
                       namespace: str | None = None,
                       single_flight: bool = False) -> CacheHit | None:
         """Async ``lookup``."""
-        started = perf_counter()
+        started = perf_counter() if self.bus.active else 0.0
         try:
             ref, canonical = self._ref(question, context, llm_string, namespace)
         except _Oversize as exc:
             self._oversize(namespace, exc.args[0], "question")
             return None
-        now = self._clock()
-        entry = self.l1.get(ref, now)
+        entry = self.l1.find(ref.key, self._clock)
         if entry is not None:
             return self._l1_hit(entry, started, question)
+        now = self._clock()
         for tier in self.lower:
             entry = await self._atier_get(tier, ref, now)
             if entry is not None:

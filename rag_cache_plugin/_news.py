@@ -22,8 +22,8 @@ _log = logging.getLogger("rag_cache_plugin")
 
 _REPLAY = 2.0  # seconds of a stream's history a new watcher reads
 
-Handler = Callable[[str, str, dict[str, Any]], None]
-"""(namespace, kind, body) -> None"""
+Handler = Callable[[str, list[tuple[str, str, dict[str, Any]]]], None]
+"""(source tier, [(namespace, kind, body), ...]) -> None"""
 
 
 class NewsSource(Protocol):
@@ -46,8 +46,7 @@ class SqliteNews:
         self._after: int | None = None
 
     def send(self, messages: list[tuple[str, str, str, str]]) -> None:
-        for origin, ns, kind, body in messages:
-            self._tier.publish(origin, ns, kind, body)
+        self._tier.publish_many(messages)
 
     def poll(self) -> list[tuple[str, str, str, str]]:
         if self._after is None:
@@ -180,13 +179,22 @@ class NewsFeed:
                 continue
             if self._on_ok is not None:
                 self._on_ok(source.name)
+            batch: list[tuple[str, str, dict[str, Any]]] = []
             for origin, ns, kind, body in news:
                 if origin == self.origin:
                     continue
                 try:
-                    self._handler(ns, kind, json.loads(body))
-                except Exception:  # one bad message must not stop the feed
-                    _log.exception("rag-cache: bad news message %r", kind)
+                    doc = json.loads(body)
+                except ValueError:
+                    _log.warning("rag-cache: unreadable news message %r", kind)
+                    continue
+                if isinstance(doc, dict):
+                    batch.append((ns, kind, doc))
+            if batch:
+                try:
+                    self._handler(source.name, batch)
+                except Exception:  # one bad batch must not stop the feed
+                    _log.exception("rag-cache: applying news from %s failed", source.name)
         with self._lock:
             if not self._outbox:
                 self._idle.set()

@@ -343,3 +343,22 @@ def test_cluster_partition_shares_a_slot(cluster_url: str) -> None:
         c.l1.clear()
         assert [h.value for h in c.lookup_many(questions, context="ctx-A")] == questions  # type: ignore[union-attr]
         redis.cluster.RedisCluster.from_url(cluster_url).close()
+
+
+def test_peers_on_other_hosts_drop_their_own_l2_copies(tmp_path: Path, redis_url: str) -> None:
+    """Two hosts: each its own SQLite file, one Redis.  Invalidations and newer
+    answers published by one reach the other's L2, not only its L1."""
+    redis_cfg = RedisConfig(url=redis_url)
+    with RagCache(CacheConfig(sqlite_path=tmp_path / "a.db", redis=redis_cfg,
+                              news_poll_interval=0.05)) as a, \
+         RagCache(CacheConfig(sqlite_path=tmp_path / "b.db", redis=redis_cfg,
+                              news_poll_interval=0.05)) as b:
+        a.store("q1", "v1", tags=["doc"])
+        a.store("q2", "old")
+        assert b.lookup("q1").tier == "l3" and b.lookup("q2").tier == "l3"  # type: ignore[union-attr]
+        assert b.l2.get(b.ref("q1"), time.time()) is not None  # type: ignore[union-attr]
+        a.invalidate(tags=["doc"])
+        a.store("q2", "new")
+        assert wait_until(lambda: b.l2.get(b.ref("q1"), time.time()) is None)  # type: ignore[union-attr]
+        assert wait_until(lambda: b.lookup("q2").value == "new")  # type: ignore[union-attr]
+        assert b.lookup("q1") is None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .._entry import Entry
 from .._events import Evicted, Expired, TierName
@@ -76,6 +76,28 @@ class MemoryTier:
                 self._policy.on_hit(key)
                 return entry
             self._remove(key)
+        if self._emit is not None:
+            self._emit(Expired(entry.namespace, key, "l1"))
+        return None
+
+    def find(self, key: str, clock: Callable[[], float]) -> Entry | None:
+        """``get`` for the lookup hot path: reads the clock only for an entry that
+        can expire, so a hit on an entry without TTL never pays for it."""
+        # acquire/release rather than ``with``: measurably cheaper on this hot path.
+        lock = self._lock
+        lock.acquire()
+        try:
+            item = self._data.get(key)
+            if item is None:
+                self._policy.on_miss(key)
+                return None
+            entry, deadline = item
+            if deadline is None or deadline > clock():
+                self._policy.on_hit(key)
+                return entry
+            self._remove(key)
+        finally:
+            lock.release()
         if self._emit is not None:
             self._emit(Expired(entry.namespace, key, "l1"))
         return None

@@ -92,6 +92,7 @@ _TOUCH = "UPDATE entries SET access_time = ?, access_count = access_count + 1 WH
 _DEL_KEY = "DELETE FROM entries WHERE key = ?"
 _SIZE = "SELECT value FROM meta WHERE name = 'size'"
 _NEWS_KEEP = 600.0  # seconds of news kept for peers that poll
+_NEWS_MIN_ROWS = 10_000  # ... and at least this many rows
 
 _CORRUPTION_MARKERS = ("malformed", "not a database", "file is encrypted", "disk image")
 
@@ -386,6 +387,27 @@ class SqliteTier:
                 conn.execute("DELETE FROM entries WHERE ns = ?", (namespace,))
                 conn.execute("DELETE FROM tags WHERE ns = ?", (namespace,))
 
+    def apply_peer_news(self, removals: Sequence[tuple[str, float | None]],
+                        invalidations: Sequence[tuple[str, Sequence[str]]],
+                        clears: Sequence[str | None]) -> None:
+        """Apply what peers on other hosts changed, in one transaction: keys they
+        removed or replaced (only copies stored before ``at``), tags they invalidated,
+        namespaces they cleared."""
+        with self._write() as conn:
+            for ns in clears:
+                if ns is None:
+                    conn.execute("DELETE FROM entries")
+                else:
+                    conn.execute("DELETE FROM entries WHERE ns = ?", (ns,))
+            for ns, tags in invalidations:
+                if tags:
+                    _select, delete, untag = _invalidation_sql(len(tags))
+                    conn.execute(delete, (ns, *tags))
+                    conn.execute(untag, (ns, *tags))
+            conn.executemany(_DEL_KEY, [(k,) for k, at in removals if at is None])
+            conn.executemany("DELETE FROM entries WHERE key = ? AND store_time < ?",
+                             [(k, at) for k, at in removals if at is not None])
+
     # -- size and maintenance -----------------------------------------------------
 
     def total_bytes(self) -> int:
@@ -398,12 +420,17 @@ class SqliteTier:
 
     # -- news for peers sharing the file ------------------------------------------
 
-    def publish(self, origin: str, namespace: str, kind: str, body: str) -> None:
+    def publish_many(self, messages: Sequence[tuple[str, str, str, str]]) -> None:
+        """Append (origin, namespace, kind, body) rows in one transaction."""
         now = time.time()
         with self._write() as conn:
-            conn.execute("INSERT INTO news (at, origin, ns, kind, body) VALUES (?, ?, ?, ?, ?)",
-                         (now, origin, namespace, kind, body))
-            conn.execute("DELETE FROM news WHERE at < ?", (now - _NEWS_KEEP,))
+            conn.executemany("INSERT INTO news (at, origin, ns, kind, body) VALUES (?, ?, ?, ?, ?)",
+                             [(now, o, ns, k, b) for o, ns, k, b in messages])
+            # Trim by sequence number (the primary key): no scan, no index to maintain.
+            last = conn.execute("SELECT max(seq) FROM news").fetchone()[0] or 0
+            if last % 256 < len(messages):
+                conn.execute("DELETE FROM news WHERE seq <= ? AND at < ?",
+                             (last - _NEWS_MIN_ROWS, now - _NEWS_KEEP))
 
     def read_news(self, after: int) -> list[tuple[int, str, str, str, str]]:
         """News rows with ``seq > after``: (seq, origin, ns, kind, body)."""
