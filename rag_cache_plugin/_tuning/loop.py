@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._analytics.metrics import MetricSnapshot
+from .._policies import POLICIES
 from .history import Decision
 from .knobs import Change
 from .need import Finding, TuningNeed, find
@@ -61,6 +62,9 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 class Brain:
+    """The state between windows: the change under evaluation, rule streaks and
+    cooldowns, blocked actions, and the adaptive learner."""
+
     def __init__(self, tuner: CacheTuner, learner: Learner) -> None:
         self.t = tuner
         self.learner = learner
@@ -86,8 +90,8 @@ class Brain:
     def shadow(self, snap: MetricSnapshot) -> ShadowReport | None:
         """Shadow simulation when L1 evicted in this window (otherwise neither its
         policy nor its size mattered) and the sample is long enough."""
-        if not snap.count("evictions.l1"):
-            return None
+        if not snap.count("evictions.l1") or self.t.cache.l1.policy.name not in POLICIES:
+            return None  # a custom policy object cannot be rebuilt in miniature
         knobs, sig = self.t.knobs, self.t.signals
         capacity = knobs.capacity()
         sample = sig.sample()
