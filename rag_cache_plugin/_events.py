@@ -32,6 +32,8 @@ __all__ = [
     "Invalidated",
     "Miss",
     "QueryObserved",
+    "RedisAdjusted",
+    "RedisHealth",
     "Rejected",
     "Stored",
     "TierFailed",
@@ -181,6 +183,47 @@ class ChainBoundary(CacheEvent):
     latency: float
     error: str = ""
     source: str = ""
+
+
+# -- events of the Redis operations monitor (``redis_ops``) ------------------------
+
+RedisStatus = Literal["ok", "degraded", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class RedisHealth(CacheEvent):
+    """One health check of the L3 Redis (standalone, cluster or Sentinel-managed):
+    what analytics alerts on and folds into its health score."""
+
+    status: RedisStatus
+    mode: str = "standalone"
+    nodes: int = 0
+    nodes_down: int = 0
+    slots_uncovered: int = 0
+    memory_ratio: float = 0.0
+    """Highest used/maxmemory over the primaries (0 when no maxmemory is set)."""
+    evicted_keys: int = 0
+    """Keys evicted since the previous check (all primaries)."""
+    expired_keys: int = 0
+    hit_ratio: float | None = None
+    """Keyspace hit ratio since the previous check (None without lookups)."""
+    ops_per_sec: float = 0.0
+    max_latency_ms: float = 0.0
+    """Slowest PING round trip of any node."""
+    promoted: tuple[str, ...] = ()
+    """Nodes (``host:port``) that became primaries since the previous check."""
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RedisAdjusted(CacheEvent):
+    """An automatic configuration change made by the Redis monitor (opt-in)."""
+
+    node: str
+    setting: str
+    old: str
+    new: str
+    reason: str
 
 
 Listener = Callable[[CacheEvent], None]

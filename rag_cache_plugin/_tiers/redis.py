@@ -1,26 +1,49 @@
-"""L3: Redis standalone or Redis Cluster, shared by every process and host.
+"""L3: Redis standalone, Redis Cluster or a Sentinel-managed primary, shared by every
+process and host.
 
 Keys carry the partition as a hash tag (``ragc:<ns>:{<partition>}:<key>``) so one
 partition's entries share a slot.  Values are written with ``SET ... PX`` in one
-command (never set-then-expire).  Every call runs with the tier's deadline as
-socket timeout and without client-side retries, so a dead server costs one
-deadline, after which the core's circuit breaker stops calling.
+command (never set-then-expire).
+
+Failure policy: every call has one overall deadline (``RedisConfig.timeout``).
+redis-py itself never retries; the tier retries an attempt that failed *fast*
+(connection refused or reset, ``CLUSTERDOWN``, a slot the client's map lacks) while
+less than half the deadline is spent, at most twice, with no sleep.  That is what
+rides through a failover: the failed attempt refreshed the cluster map or the
+Sentinel's primary address, and the retry goes to the new primary.  A slow failure
+(a hung server) is never retried, so a dead server costs about one deadline, after
+which the core's circuit breaker stops calling.  Async calls are also cut at the
+deadline by ``asyncio.timeout``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 import weakref
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
 import redis.cluster
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
+from redis.crc import key_slot
+from redis.exceptions import (
+    AskError,
+    AuthenticationError,
+    AuthorizationError,
+    ClusterDownError,
+    MaxConnectionsError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .._codec import Codec
 from .._config import RedisConfig
@@ -28,12 +51,53 @@ from .._entry import Entry
 from .._errors import CodecError, TierError
 from .._events import Corrupt, TierName
 from .._keys import KeyMaker
+from .._redisconn import (
+    AsyncClient,
+    ClusterUnavailable,
+    Mode,
+    SyncClient,
+    async_client,
+    detect_mode,
+    sync_client,
+)
 from . import Emit, Ref
 
 __all__ = ["RedisTier"]
 
-SyncClient = redis.Redis | redis.cluster.RedisCluster
-AsyncClient = redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster
+T = TypeVar("T")
+
+_ERRORS = (RedisError, RedisClusterException)
+_RETRY_ON = (RedisConnectionError, RedisTimeoutError, ClusterUnavailable, ClusterDownError,
+             SlotNotCoveredError, TryAgainError)
+# Fast, but another attempt would fail the same way.
+_NO_RETRY = (AuthenticationError, AuthorizationError, MaxConnectionsError)
+_RETRIES = 2
+# A direct call to the node the client's slot map names failed in a way the cluster
+# client knows how to follow (a redirect, a dead or restarted node): let it.
+_FOLLOW = (AskError, TryAgainError, RedisConnectionError)
+
+
+def _raw(client: redis.Redis, *args: Any) -> Any:
+    """One command on a pooled connection without redis-py's per-call machinery
+    (retry wrapper, response callbacks, event dispatch, metrics): about a third of
+    a GET's client time.  Only for GET and MGET, whose raw replies are what we want;
+    the tier does its own retries."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_command(*args)  # type: ignore[no-untyped-call]
+        return conn.read_response()
+    except ResponseError:
+        raise  # an error reply was read whole: the connection is fine
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]  # no half-read reply may linger
+        raise
+    finally:
+        pool.release(conn)
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, _RETRY_ON) and not isinstance(exc, _NO_RETRY)
 
 
 class RedisTier:
@@ -55,8 +119,15 @@ class RedisTier:
         self._emit = emit
         self._ns_ids: dict[str, str] = {}
         self._sync: SyncClient | None = None
-        self._cluster: bool | None = config.cluster
+        # Known from the configuration, or detected on first use.
+        self._mode: Mode | None = (
+            "sentinel" if config.sentinels else
+            None if config.cluster is None else "cluster" if config.cluster else "standalone")
+        self._budget = config.timeout
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._async_ready: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary()
         )
 
@@ -92,67 +163,88 @@ class RedisTier:
 
     # -- clients ------------------------------------------------------------------
 
-    def _kwargs(self) -> dict[str, Any]:
-        c = self.config
-        kw: dict[str, Any] = {
-            "socket_timeout": c.timeout,
-            "socket_connect_timeout": c.connect_timeout,
-            "max_connections": c.max_connections,
-        }
-        if c.username:
-            kw["username"] = c.username
-        if c.password is not None:
-            kw["password"] = c.password.get_secret_value()
-        for opt in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
-            if getattr(c, opt):
-                kw[opt] = getattr(c, opt)
-        return kw
-
-    def _detect_cluster(self) -> bool:
-        probe = redis.Redis.from_url(self.config.url, retry=Retry(NoBackoff(), 0), **self._kwargs())
-        try:
-            return bool(probe.info("cluster").get("cluster_enabled"))
-        finally:
-            probe.close()
+    @property
+    def mode(self) -> Mode:
+        """"standalone", "cluster" or "sentinel" (detected on first use)."""
+        if self._mode is None:
+            try:
+                self._mode = detect_mode(self.config)
+            except _ERRORS as exc:
+                raise TierError(f"L3 unreachable: {exc}") from exc
+        return self._mode
 
     @property
     def is_cluster(self) -> bool:
-        if self._cluster is None:
-            self._cluster = self._detect_cluster()
-        return self._cluster
+        return self.mode == "cluster"
 
     @property
     def client(self) -> SyncClient:
         """The sync client, created (and the server kind detected) on first use."""
         if self._sync is None:
             try:
-                if self.is_cluster:
-                    self._sync = redis.cluster.RedisCluster.from_url(
-                        self.config.url, require_full_coverage=False,
-                        retry=Retry(NoBackoff(), 1), **self._kwargs())
-                else:
-                    self._sync = redis.Redis.from_url(
-                        self.config.url, retry=Retry(NoBackoff(), 0), **self._kwargs())
-            except RedisError as exc:
+                self._sync = sync_client(self.config, self.mode)
+            except _ERRORS as exc:
                 raise TierError(f"L3 unreachable: {exc}") from exc
         return self._sync
 
     async def aclient(self) -> AsyncClient:
         loop = asyncio.get_running_loop()
         client = self._async.get(loop)
-        if client is None:
-            if self._cluster is None:
-                # Detection is one round trip; do it off the loop.
-                self._cluster = await asyncio.to_thread(self._detect_cluster)
-            if self._cluster:
-                client = redis.asyncio.cluster.RedisCluster.from_url(
-                    self.config.url, require_full_coverage=False,
-                    retry=Retry(NoBackoff(), 1), **self._kwargs())
-            else:
-                client = redis.asyncio.Redis.from_url(
-                    self.config.url, retry=Retry(NoBackoff(), 0), **self._kwargs())
-            self._async[loop] = client
+        if client is not None:
+            return client
+        lock = self._async_ready.setdefault(loop, asyncio.Lock())
+        async with lock:  # one client per loop, however many tasks ask at once
+            client = self._async.get(loop)
+            if client is None:
+                if self._mode is None:
+                    # Detection is one round trip; do it off the loop.
+                    await asyncio.to_thread(lambda: self.mode)
+                client = async_client(self.config, self.mode)
+                if isinstance(client, redis.asyncio.cluster.RedisCluster):
+                    # Reading the cluster map (and the command table) happens once,
+                    # outside any call's deadline, bounded by the socket timeouts.
+                    try:
+                        await client.initialize()
+                    except BaseException:
+                        await client.aclose()
+                        raise
+                self._async[loop] = client
         return client
+
+    def _call(self, op: Callable[[Any], T], what: str) -> T:
+        """Run ``op`` with the retry policy of the module docstring."""
+        started = time.monotonic()
+        client = self.client
+        attempt = 0
+        while True:
+            try:
+                return op(client)
+            except _ERRORS as exc:
+                attempt += 1
+                if (attempt > _RETRIES or not _retryable(exc)
+                        or time.monotonic() - started >= self._budget / 2):
+                    raise TierError(f"L3 {what}: {exc}") from exc
+
+    async def _acall(self, op: Callable[[Any], Awaitable[T]], what: str) -> T:
+        """Async ``_call``, also cut at the deadline."""
+        try:
+            client = await self.aclient()
+        except _ERRORS as exc:
+            raise TierError(f"L3 unreachable: {exc}") from exc
+        started = time.monotonic()
+        attempt = 0
+        try:
+            async with asyncio.timeout(self._budget):
+                while True:
+                    try:
+                        return await op(client)
+                    except _ERRORS as exc:
+                        attempt += 1
+                        if (attempt > _RETRIES or not _retryable(exc)
+                                or time.monotonic() - started >= self._budget / 2):
+                            raise TierError(f"L3 {what}: {exc}") from exc
+        except TimeoutError as exc:
+            raise TierError(f"L3 {what}: no answer within {self._budget}s") from exc
 
     # -- reads --------------------------------------------------------------------
 
@@ -163,10 +255,8 @@ class RedisTier:
             entry = self._codec.decode(raw, ref.key)
         except CodecError as exc:
             self._report_corrupt(ref, str(exc))
-            try:
-                self.client.delete(self.data_key(ref))
-            except RedisError:
-                pass
+            with contextlib.suppress(TierError):
+                self.delete([ref])
             return None
         if entry.expires is not None and entry.expires <= now:
             return None  # clock skew between hosts: Redis has not expired it yet
@@ -176,25 +266,90 @@ class RedisTier:
         if self._emit is not None:
             self._emit(Corrupt(ref.namespace, ref.key, "l3", reason))
 
-    def get(self, ref: Ref, now: float) -> Entry | None:
+    # Reads of one partition go straight to the node that serves its slot: the
+    # partition is the hash tag of every key in it, so there is one slot to look up
+    # and no per-key routing, policy resolution or pipeline in the cluster client.
+    # The cluster client takes over whenever the map turns out to be stale.
+
+    @staticmethod
+    def _node(c: redis.cluster.RedisCluster, partition: str) -> redis.Redis | None:
         try:
-            raw = self.client.get(self.data_key(ref))
-        except RedisError as exc:
-            raise TierError(f"L3 get: {exc}") from exc
-        return self._decode(ref, raw, now)  # type: ignore[arg-type]
+            node = c.nodes_manager.get_node_from_slot(key_slot(partition.encode()))
+            conn: redis.Redis = c.get_redis_connection(node)
+            return conn
+        except _ERRORS:
+            return None
+
+    def _get_op(self, name: str, partition: str) -> Callable[[Any], Any]:
+        if self._mode is None:
+            return lambda c: c.get(name)
+        if self._mode != "cluster":
+            return lambda c: _raw(c, "GET", name)
+
+        def op(c: Any) -> Any:
+            node = self._node(c, partition)
+            if node is not None:
+                try:
+                    return _raw(node, "GET", name)
+                except _FOLLOW:
+                    pass
+            return c.get(name)
+        return op
+
+    @staticmethod
+    def _mget_any(c: Any, names: Sequence[str | bytes]) -> Any:
+        # The server kind is not known before the first call: decide by the client.
+        if isinstance(c, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster):
+            return c.mget_nonatomic(names)
+        return c.mget(names)
+
+    def _mget_op(self, names: list[str], refs: Sequence[Ref]) -> Callable[[Any], Any]:
+        if self._mode is None:
+            return lambda c: self._mget_any(c, names)
+        if self._mode != "cluster":
+            return lambda c: _raw(c, "MGET", *names)
+        partition = refs[0].partition
+        if any(r.partition != partition for r in refs):
+            # Several slots: the cluster client splits the names and pipelines.
+            return lambda c: c.mget_nonatomic(names)
+
+        def op(c: Any) -> Any:
+            node = self._node(c, partition)
+            if node is not None:
+                try:
+                    return _raw(node, "MGET", *names)
+                except _FOLLOW:
+                    pass
+            return c.mget_nonatomic(names)
+        return op
+
+    @staticmethod
+    async def _anode_call(c: Any, partition: str,
+                          *args: Any) -> Any:
+        try:
+            node = c.nodes_manager.get_node_from_slot(key_slot(partition.encode()))
+        except _ERRORS:
+            node = None
+        if node is not None:
+            try:
+                return await node.execute_command(*args)
+            except _FOLLOW:
+                pass
+        if args[0] == "GET":
+            return await c.get(args[1])
+        return await c.mget_nonatomic(list(args[1:]))
+
+    def get(self, ref: Ref, now: float) -> Entry | None:
+        raw = self._call(self._get_op(self.data_key(ref), ref.partition), "get")
+        return self._decode(ref, raw, now)
 
     def get_many(self, refs: Sequence[Ref], now: float) -> dict[str, Entry]:
         if not refs:
             return {}
-        names = [self.data_key(r) for r in refs]
-        try:
-            c = self.client
-            raws = (c.mget_nonatomic(names) if isinstance(c, redis.cluster.RedisCluster)
-                    else c.mget(names))
-        except RedisError as exc:
-            raise TierError(f"L3 mget: {exc}") from exc
+        names = self._names(refs)
+        raws = self._call(self._mget_op(names, refs), "mget")
         out: dict[str, Entry] = {}
-        for ref, raw in zip(refs, raws, strict=True):  # type: ignore[arg-type]
+        for ref, raw in zip(refs, raws, strict=True):
             entry = self._decode(ref, raw, now)
             if entry is not None:
                 out[ref.key] = entry
@@ -223,48 +378,47 @@ class RedisTier:
                 pipe.pexpire(tk, ttl_ms, nx=True)
                 pipe.pexpire(tk, ttl_ms, gt=True)
 
+    def _set_op(self, entry: Entry, ttl_ms: int | None) -> Callable[[Any], Any]:
+        if not entry.tags:  # one command, no pipeline object
+            name = self.data_key(Ref(entry.key, entry.namespace, entry.partition))
+            return lambda c: c.set(name, entry.raw, px=ttl_ms)
+
+        def piped(c: Any) -> Any:
+            pipe = c.pipeline(transaction=False)
+            self._queue_set(pipe, entry, ttl_ms)
+            return pipe.execute()
+        return piped
+
     def set(self, entry: Entry, now: float) -> None:
         ttl_ms = self._ttl_ms(entry, now)
         if ttl_ms is not None and ttl_ms <= 0:
             return
-        try:
-            if not entry.tags:  # one command, no pipeline object
-                name = self.data_key(Ref(entry.key, entry.namespace, entry.partition))
-                self.client.set(name, entry.raw, px=ttl_ms)
-                return
-            pipe = self.client.pipeline(transaction=False)
-            self._queue_set(pipe, entry, ttl_ms)
-            pipe.execute()
-        except RedisError as exc:
-            raise TierError(f"L3 set: {exc}") from exc
+        self._call(self._set_op(entry, ttl_ms), "set")
 
     def delete(self, refs: Iterable[Ref]) -> None:
         names = [self.data_key(r) for r in refs]
         if names:
-            try:
-                self.client.unlink(*names)
-            except RedisError as exc:
-                raise TierError(f"L3 delete: {exc}") from exc
+            self._call(lambda c: c.unlink(*names), "delete")
 
     def invalidate(self, namespace: str, tags: Sequence[str]) -> list[Ref]:
         refs: list[Ref] = []
-        try:
-            c = self.client
-            for tag in tags:
-                tk = self.tag_key(namespace, tag)
-                names = list(c.smembers(tk))  # type: ignore[arg-type]
-                if names:
-                    raws = c.mget_nonatomic(names) if isinstance(c, redis.cluster.RedisCluster) \
-                        else c.mget(names)
-                    victims = [(n, ref) for n, raw in zip(names, raws, strict=True)  # type: ignore[arg-type]
-                               if (ref := self._still_tagged(n, raw, namespace, tag)) is not None]
-                    if victims:
-                        c.unlink(*(n for n, _ in victims))
-                        refs.extend(ref for _, ref in victims)
-                c.unlink(tk)
-        except RedisError as exc:
-            raise TierError(f"L3 invalidate: {exc}") from exc
+        for tag in tags:
+            refs.extend(self._invalidate_tag(namespace, tag))
         return refs
+
+    def _invalidate_tag(self, namespace: str, tag: str) -> list[Ref]:
+        tk = self.tag_key(namespace, tag)
+        names: list[bytes] = list(self._call(lambda c: c.smembers(tk), "invalidate"))
+        victims: list[tuple[bytes, Ref]] = []
+        if names:
+            raws = self._call(lambda c: self._mget_any(c, names), "invalidate")
+            victims = [(n, ref) for n, raw in zip(names, raws, strict=True)
+                       if (ref := self._still_tagged(n, raw, namespace, tag)) is not None]
+            if victims:
+                doomed = [n for n, _ in victims]
+                self._call(lambda c: c.unlink(*doomed), "invalidate")
+        self._call(lambda c: c.unlink(tk), "invalidate")
+        return [ref for _, ref in victims]
 
     def _still_tagged(self, name: bytes, raw: bytes | None, namespace: str, tag: str) -> Ref | None:
         """The ref of a tag-set member that still carries ``tag`` (tag sets are never
@@ -293,35 +447,30 @@ class RedisTier:
                     batch.clear()
             if batch:
                 c.unlink(*batch)
-        except RedisError as exc:
+        except _ERRORS as exc:
             raise TierError(f"L3 clear: {exc}") from exc
 
     # -- news ---------------------------------------------------------------------
 
     def publish_many(self, messages: Sequence[tuple[str, str, str, str]]) -> None:
         """Append (origin, namespace, kind, body) messages to their namespaces' streams."""
-        try:
-            pipe = self.client.pipeline(transaction=False)
+        def op(c: Any) -> Any:
+            pipe = c.pipeline(transaction=False)
             for origin, ns, kind, body in messages:
                 pipe.xadd(self.news_key(ns), {"o": origin, "k": kind, "b": body},
                           maxlen=self.config.news_maxlen, approximate=True)
-            pipe.execute()
-        except RedisError as exc:
-            raise TierError(f"L3 publish: {exc}") from exc
+            return pipe.execute()
+        self._call(op, "publish")
 
     def last_news_id(self, namespace: str) -> str:
-        try:
-            last = self.client.xrevrange(self.news_key(namespace), count=1)
-        except RedisError as exc:
-            raise TierError(f"L3 news: {exc}") from exc
-        return last[0][0].decode() if last else "0-0"  # type: ignore[index]
+        key = self.news_key(namespace)
+        last: Any = self._call(lambda c: c.xrevrange(key, count=1), "news")
+        return str(last[0][0].decode()) if last else "0-0"
 
     def read_news(self, namespace: str, after: str) -> list[tuple[str, str, str, str]]:
         """Messages after ``after``: (id, origin, kind, body)."""
-        try:
-            resp = self.client.xread({self.news_key(namespace): after}, count=500)
-        except RedisError as exc:
-            raise TierError(f"L3 news: {exc}") from exc
+        key = self.news_key(namespace)
+        resp: Any = self._call(lambda c: c.xread({key: after}, count=500), "news")
         out: list[tuple[str, str, str, str]] = []
         # RESP3 answers a map of stream -> items, RESP2 a list of [stream, items].
         streams = resp.values() if isinstance(resp, dict) else [s[1] for s in resp or []]
@@ -344,10 +493,12 @@ class RedisTier:
     # -- async twins --------------------------------------------------------------
 
     async def aget(self, ref: Ref, now: float) -> Entry | None:
-        try:
-            raw = await (await self.aclient()).get(self.data_key(ref))
-        except RedisError as exc:
-            raise TierError(f"L3 get: {exc}") from exc
+        name = self.data_key(ref)
+        if self._mode == "cluster":
+            raw = await self._acall(
+                lambda c: self._anode_call(c, ref.partition, "GET", name), "get")
+        else:
+            raw = await self._acall(lambda c: c.get(name), "get")
         if raw is None:
             return None
         try:
@@ -358,23 +509,36 @@ class RedisTier:
             return None
         return None if entry.expires is not None and entry.expires <= now else entry
 
+    def _names(self, refs: Sequence[Ref]) -> list[str]:
+        """``data_key`` of each ref; a batch of one namespace builds its head once."""
+        ns = refs[0].namespace
+        if any(r.namespace != ns for r in refs):
+            return [self.data_key(r) for r in refs]
+        head = f"{self.config.prefix}:{self._ns(ns)}:{{"
+        return [f"{head}{r.partition}}}:{r.key}" for r in refs]
+
     async def aget_many(self, refs: Sequence[Ref], now: float) -> dict[str, Entry]:
         if not refs:
             return {}
-        names = [self.data_key(r) for r in refs]
-        try:
-            c = await self.aclient()
-            raws = await (c.mget_nonatomic(names)
-                          if isinstance(c, redis.asyncio.cluster.RedisCluster) else c.mget(names))
-        except RedisError as exc:
-            raise TierError(f"L3 mget: {exc}") from exc
+        names = self._names(refs)
+        partition = refs[0].partition
+        if self._mode is None:
+            raws = await self._acall(lambda c: self._mget_any(c, names), "mget")
+        elif self._mode != "cluster":
+            raws = await self._acall(lambda c: c.mget(names), "mget")
+        elif any(r.partition != partition for r in refs):
+            raws = await self._acall(lambda c: c.mget_nonatomic(names), "mget")
+        else:
+            raws = await self._acall(
+                lambda c: self._anode_call(c, partition, "MGET", *names), "mget")
         out: dict[str, Entry] = {}
         bad: list[Ref] = []
+        decode = self._codec.decode
         for ref, raw in zip(refs, raws, strict=True):
             if raw is None:
                 continue
             try:
-                entry = self._codec.decode(raw, ref.key)
+                entry = decode(raw, ref.key)
             except CodecError as exc:
                 self._report_corrupt(ref, str(exc))
                 bad.append(ref)
@@ -389,25 +553,12 @@ class RedisTier:
         ttl_ms = self._ttl_ms(entry, now)
         if ttl_ms is not None and ttl_ms <= 0:
             return
-        try:
-            c = await self.aclient()
-            if not entry.tags:
-                name = self.data_key(Ref(entry.key, entry.namespace, entry.partition))
-                await c.set(name, entry.raw, px=ttl_ms)
-                return
-            pipe = c.pipeline(transaction=False)
-            self._queue_set(pipe, entry, ttl_ms)
-            await pipe.execute()
-        except RedisError as exc:
-            raise TierError(f"L3 set: {exc}") from exc
+        await self._acall(self._set_op(entry, ttl_ms), "set")
 
     async def adelete(self, refs: Iterable[Ref]) -> None:
         names = [self.data_key(r) for r in refs]
         if names:
-            try:
-                await (await self.aclient()).unlink(*names)
-            except RedisError as exc:
-                raise TierError(f"L3 delete: {exc}") from exc
+            await self._acall(lambda c: c.unlink(*names), "delete")
 
     async def ainvalidate(self, namespace: str, tags: Sequence[str]) -> list[Ref]:
         # Rare and multi-step: reuse the sync implementation off the loop.
@@ -422,4 +573,3 @@ class RedisTier:
         if client is not None:
             await client.aclose()
         self.close()
-
