@@ -190,7 +190,7 @@ class ChainBoundary(CacheEvent):
 RedisStatus = Literal["ok", "degraded", "down"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RedisHealth(CacheEvent):
     """One health check of the L3 Redis (standalone, cluster or Sentinel-managed):
     what analytics alerts on and folds into its health score."""
@@ -215,7 +215,7 @@ class RedisHealth(CacheEvent):
     problems: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class RedisAdjusted(CacheEvent):
     """An automatic configuration change made by the Redis monitor (opt-in)."""
 
