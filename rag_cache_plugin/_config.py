@@ -87,8 +87,18 @@ class SemanticConfig(_Frozen):
     threshold: float | None = Field(default=None, ge=-1, le=1)
     """A raw decision threshold on the verifier's score; overrides ``setting``."""
     top_k: int = Field(default=4, ge=1, le=100)
+    """Candidates verified per lookup, best cosine first."""
     max_embed_chars: int = Field(default=2_000, ge=1)
     """Longer questions are matched exactly only (an event says so)."""
+    model_id: str | None = None
+    """Names the embedding model (vectors of different models are never compared);
+    derived from the embedder when None."""
+    ann: Literal["auto", "exact"] = "auto"
+    """"auto": an HNSW index (usearch, the ``ann`` extra) for big partitions when installed."""
+    ann_threshold: int = Field(default=5_000, ge=1)
+    """Partition size from which the ANN index replaces exact search."""
+    memo_entries: int = Field(default=16_384, ge=0)
+    """Canonical questions whose embeddings are kept in memory (LRU)."""
 
     @field_validator("embedder")
     @classmethod

@@ -108,7 +108,9 @@ class SemanticLayer(Protocol):
         self, ref: Ref, question: str, canonical: str, now: float
     ) -> CacheHit | None: ...
     def added(self, entry: Entry) -> None: ...
-    def removed(self, keys: Iterable[str]) -> None: ...
+    def news_fields(self, entry: Entry) -> dict[str, Any]: ...
+    def removed(self, keys: Iterable[str], namespace: str | None = None,
+                partitions: Mapping[str, str] | None = None) -> None: ...
     def cleared(self, namespace: str | None) -> None: ...
     def feedback(self, hit: CacheHit, correct: bool) -> None: ...
     def close(self) -> None: ...
@@ -521,9 +523,10 @@ class RagCache:
         return True
 
     def _stored(self, entry: Entry, done: list[TierName], started: float) -> None:
+        body: dict[str, Any] = {"key": entry.key, "at": entry.created}
         if self.semantic is not None:
             self.semantic.added(entry)
-        body: dict[str, Any] = {"key": entry.key, "at": entry.created}
+            body.update(self.semantic.news_fields(entry))  # peers index it without a read
         self.news.publish(entry.namespace, "put", body)
         if self.bus.active:
             self._emit(Stored(entry.namespace, entry.key, tuple(done), entry.size,
@@ -539,7 +542,7 @@ class RagCache:
         for tier in self.lower:
             fn = partial(tier.delete, [ref])
             self._tier_call(tier, "delete", ref.namespace, fn, fn)
-        self._removed(ref.namespace, [ref.key], (), "del")
+        self._removed(ref.namespace, [ref.key], (), "del", {ref.key: ref.partition})
 
     def release(self, question: str, *, context: Any = "", llm_string: str = "",
                 namespace: str | None = None) -> None:
@@ -556,18 +559,19 @@ class RagCache:
         peers' L1 through the news feed).  Returns how many distinct entries went."""
         tags_t = _check_tags(tags)
         ns = self.namespace if namespace is None else namespace
-        keys = {r.key for r in self.l1.invalidate(ns, tags_t)}
+        parts = {r.key: r.partition for r in self.l1.invalidate(ns, tags_t)}
         for tier in self.lower:
             fn = partial(tier.invalidate, ns, tags_t)
             refs = self._tier_call(tier, "invalidate", ns, fn, fn)
             if isinstance(refs, list):
-                keys.update(r.key for r in refs)
-        self._removed(ns, sorted(keys), tags_t, "inv")
-        return len(keys)
+                parts.update((r.key, r.partition) for r in refs)
+        self._removed(ns, sorted(parts), tags_t, "inv", parts)
+        return len(parts)
 
-    def _removed(self, ns: str, keys: list[str], tags: tuple[str, ...], kind: str) -> None:
+    def _removed(self, ns: str, keys: list[str], tags: tuple[str, ...], kind: str,
+                 partitions: Mapping[str, str] | None = None) -> None:
         if self.semantic is not None:
-            self.semantic.removed(keys)
+            self.semantic.removed(keys, ns, partitions)
         self.news.publish(ns, kind, {"keys": keys, "tags": list(tags)})
         if kind == "inv":
             self._emit_if_active(Invalidated(ns, "", tags, len(keys)))
@@ -635,13 +639,13 @@ class RagCache:
                                               hit.kind, hit.partition))
         if self.semantic is not None:
             self.semantic.feedback(hit, correct)
-        elif not correct and hit.kind == "exact":
+        if not correct and hit.kind == "exact":
             ref = Ref(hit.key, hit.namespace, hit.partition)
             self.l1.delete([ref])
             for tier in self.lower:
                 fn = partial(tier.delete, [ref])
                 self._tier_call(tier, "delete", ref.namespace, fn, fn)
-            self._removed(ref.namespace, [ref.key], (), "del")
+            self._removed(ref.namespace, [ref.key], (), "del", {ref.key: ref.partition})
 
     # -- introspection ------------------------------------------------------------
 
@@ -845,7 +849,7 @@ class RagCache:
         for tier in self.lower:
             await self._atier_call(tier, "delete", ref.namespace, partial(tier.adelete, [ref]),
                                    partial(tier.delete, [ref]))
-        self._removed(ref.namespace, [ref.key], (), "del")
+        self._removed(ref.namespace, [ref.key], (), "del", {ref.key: ref.partition})
 
     async def arelease(self, question: str, *, context: Any = "", llm_string: str = "",
                        namespace: str | None = None) -> None:
@@ -860,15 +864,15 @@ class RagCache:
         """Async ``invalidate``."""
         tags_t = _check_tags(tags)
         ns = self.namespace if namespace is None else namespace
-        keys = {r.key for r in self.l1.invalidate(ns, tags_t)}
+        parts = {r.key: r.partition for r in self.l1.invalidate(ns, tags_t)}
         for tier in self.lower:
             refs = await self._atier_call(tier, "invalidate", ns,
                                           partial(tier.ainvalidate, ns, tags_t),
                                           partial(tier.invalidate, ns, tags_t))
             if isinstance(refs, list):
-                keys.update(r.key for r in refs)
-        self._removed(ns, sorted(keys), tags_t, "inv")
-        return len(keys)
+                parts.update((r.key, r.partition) for r in refs)
+        self._removed(ns, sorted(parts), tags_t, "inv", parts)
+        return len(parts)
 
     async def aclear(self, namespace: str | None = None) -> None:
         """Async ``clear``."""

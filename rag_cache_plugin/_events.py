@@ -24,6 +24,7 @@ __all__ = [
     "ChainBoundary",
     "Cleared",
     "Corrupt",
+    "EmbeddingFailed",
     "EventBus",
     "Evicted",
     "Expired",
@@ -108,6 +109,16 @@ class TierFailed(CacheEvent):
     op: str
     error: str
     latency: float = 0.0
+
+
+@dataclass(slots=True, unsafe_hash=True)
+class EmbeddingFailed(CacheEvent):
+    """The embedder raised or returned garbage: the lookup missed, the store went
+    ahead without a vector (exact matching only)."""
+
+    error: str
+    latency: float = 0.0
+    count: int = 1
 
 
 @dataclass(slots=True, unsafe_hash=True)

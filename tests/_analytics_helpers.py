@@ -41,6 +41,9 @@ class AliasSemantic:
                       now: float) -> CacheHit | None:
         return self.lookup(ref, question, canonical, now)
 
+    def news_fields(self, entry: Entry) -> dict[str, object]:
+        return {}
+
     def added(self, entry: Entry) -> None:
         pass
 

@@ -71,6 +71,14 @@ END;
 CREATE TRIGGER IF NOT EXISTS entries_upd AFTER UPDATE OF size ON entries BEGIN
     UPDATE meta SET value = value - OLD.size + NEW.size WHERE name = 'size';
 END;
+-- What semantic matching learned and must keep across restarts: per-partition
+-- thresholds tightened by feedback, blocked (query, entry) pairs, confirmations, and
+-- which embedding models wrote the vectors stored in entries.  clear() keeps it.
+CREATE TABLE IF NOT EXISTS semantic (
+    ns TEXT NOT NULL, partition TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+    value REAL NOT NULL, at REAL NOT NULL,
+    PRIMARY KEY (ns, partition, kind, name)
+) WITHOUT ROWID;
 -- News for peers sharing this file: invalidations, clears, new vectors.
 CREATE TABLE IF NOT EXISTS news (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -91,6 +99,11 @@ _ADD_TAG = "INSERT OR IGNORE INTO tags (ns, tag, key) VALUES (?, ?, ?)"
 _TOUCH = "UPDATE entries SET access_time = ?, access_count = access_count + 1 WHERE key = ?"
 _DEL_KEY = "DELETE FROM entries WHERE key = ?"
 _SIZE = "SELECT value FROM meta WHERE name = 'size'"
+_SEMANTIC_MERGE = {
+    "set": "excluded.value",
+    "max": "max(value, excluded.value)",  # thresholds only ever tighten
+    "add": "value + excluded.value",  # counters
+}
 _NEWS_KEEP = 600.0  # seconds of news kept for peers that poll
 _NEWS_MIN_ROWS = 10_000  # ... and at least this many rows
 
@@ -417,6 +430,25 @@ class SqliteTier:
     def count(self) -> int:
         with self._guard():
             return int(self._conn().execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    # -- semantic state -------------------------------------------------------------
+
+    def semantic_put(self, namespace: str, partition: str, kind: str, name: str,
+                     value: float, merge: str = "set") -> None:
+        """Record one fact of the semantic layer (``merge``: set, max or add)."""
+        sql = ("INSERT INTO semantic (ns, partition, kind, name, value, at)"
+               " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(ns, partition, kind, name) DO UPDATE SET"
+               f" value = {_SEMANTIC_MERGE[merge]}, at = excluded.at")
+        with self._write() as conn:
+            conn.execute(sql, (namespace, partition, kind, name, value, time.time()))
+
+    def semantic_rows(self, namespace: str) -> list[tuple[str, str, str, float]]:
+        """(partition, kind, name, value) of one namespace."""
+        with self._guard():
+            rows = self._conn().execute(
+                "SELECT partition, kind, name, value FROM semantic WHERE ns = ?", (namespace,)
+            ).fetchall()
+        return [tuple(r) for r in rows]  # type: ignore[misc]
 
     # -- news for peers sharing the file ------------------------------------------
 

@@ -70,10 +70,6 @@ def test_look_alike_query_misses(index: VectorStoreIndex, llm: ScriptedLLM,
 def test_paraphrased_query_is_served_from_the_cache(
         tmp_path: Path, index: VectorStoreIndex, llm: ScriptedLLM, retrievals: object,
         embed_model: MiniLMEmbedding) -> None:
-    try:
-        import rag_cache_plugin._semantic  # noqa: F401
-    except ImportError:
-        pytest.skip("semantic layer not merged yet")
     # "balanced": this checks the integration, not how strict the verifier is.
     config = CacheConfig(sqlite_path=tmp_path / "l2.db",
                          semantic=SemanticConfig(embedder=embed_model, setting="balanced"))

@@ -264,10 +264,6 @@ def _minilm() -> Any:
 
 @pytest.mark.slow
 def test_a_paraphrase_hits_with_the_real_model(model_factory: Factory) -> None:
-    try:
-        import rag_cache_plugin._semantic  # noqa: F401
-    except ImportError:
-        pytest.skip("semantic layer not merged yet")
     cfg = CacheConfig(semantic=SemanticConfig(embedder=_minilm()))
     with RagLLMCache(cfg) as cache:
         model = model_factory("Paris is the capital of France.", "SECOND CALL", cache=cache)
