@@ -1,6 +1,9 @@
 """Auto-tuning with evidence: TTL, L1 size and eviction policy, tier promotion and
-semantic thresholds, changed one experiment at a time and rolled back when the
-numbers say a change hurt.
+the semantic base threshold, changed one experiment at a time and rolled back when
+the numbers say a change hurt.  Eviction policy and L1 size are decided by shadow
+simulation of a spatially sampled trace of recent L1 lookups; TTL by misses that
+follow an expiry; the semantic threshold by reported false hits, never looser than
+the calibrated setting the user chose.
 
     from rag_cache_plugin.analytics import CacheAnalytics
     from rag_cache_plugin.tuning import CacheTuner, TuningBounds

@@ -99,3 +99,77 @@ def first_window(reports: list[TuningReport], metric: str, at_least: float) -> i
         if value is not None and value >= at_least:
             return i
     return None
+
+
+# -- a semantic workload with known cosines ------------------------------------------------
+
+WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+         "juliett", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
+         "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu")
+
+
+class TableEmbedder:
+    """``list[str] -> array``: base questions get random unit vectors; a question
+    registered as a variant of one sits at an exact cosine from it."""
+
+    model_id = "table-embedder"
+
+    def __init__(self, dim: int = 64, seed: int = 0) -> None:
+        import numpy as np
+
+        self.np = np
+        self.dim = dim
+        self.rng = np.random.default_rng(seed)
+        self.table: dict[str, Any] = {}
+
+    def _unit(self) -> Any:
+        v = self.rng.standard_normal(self.dim)
+        return v / self.np.linalg.norm(v)
+
+    def base(self, text: str) -> None:
+        self._new(text)
+        self.table[text] = self._unit()
+
+    def _new(self, text: str) -> None:
+        # The cache memoises embeddings: a text must never change its vector.
+        if text in self.table:
+            raise ValueError(f"{text!r} already has a vector")
+
+    def variant(self, text: str, of: str, cosine: float) -> None:
+        self._new(text)
+        b = self.table[of]
+        u = self._unit()
+        u -= u.dot(b) * b
+        u /= self.np.linalg.norm(u)
+        self.table[text] = cosine * b + (1 - cosine ** 2) ** 0.5 * u
+
+    def __call__(self, texts: list[str]) -> Any:
+        for t in texts:
+            if t not in self.table:
+                self.base(t)
+        return self.np.stack([self.table[t] for t in texts]).astype("float32")
+
+
+def semantic_conversations(emb: TableEmbedder, n: int, rng: random.Random, *,
+                           paraphrase: float = 0.975, look_alike: float = 0.93
+                           ) -> Iterator[tuple[str, str, str]]:
+    """``n`` (question, paraphrase, look-alike) triples at the given cosines from the
+    question, each text new.  At the defaults, the balanced threshold (0.902) lets
+    both variants match and a threshold above 0.93 only the paraphrase."""
+    combos = [(a, b, c) for a in WORDS for b in WORDS for c in WORDS if len({a, b, c}) == 3]
+    rng.shuffle(combos)
+    made = 0
+    for a, b, c in combos:
+        d = WORDS[(WORDS.index(c) + 1) % len(WORDS)]
+        base = f"how do i configure {a} with {b} and {c}"
+        para = f"how would i configure {a} with {b} and {c}"
+        alike = f"how do i configure {a} with {b} or {d}"
+        if any(t in emb.table for t in (base, para, alike)):
+            continue  # used by an earlier workload on this embedder
+        if made == n:
+            return
+        made += 1
+        emb.base(base)
+        emb.variant(para, base, paraphrase)
+        emb.variant(alike, base, look_alike)
+        yield base, para, alike

@@ -133,6 +133,7 @@ class CacheTuner:
             shadow = self.brain.shadow(metrics)
             values = tuner_metrics(metrics, None, l2_max_bytes=self.l2_max_bytes(), shadow=shadow,
                                    shadow_idle=shadow is None)
+            values.update(self.knobs.extra_metrics(values))
         elif metrics is None:
             with self._lock:
                 snap = window_delta(self.analytics.totals(), self._prev, ts=self.clock(),
@@ -140,8 +141,9 @@ class CacheTuner:
             shadow = self.brain.shadow(snap)
             values = tuner_metrics(snap, self.signals.peek(), l2_max_bytes=self.l2_max_bytes(),
                                    shadow=shadow, shadow_idle=shadow is None)
-        else:
-            values = dict(metrics)
+            values.update(self.knobs.extra_metrics(values))
+        else:  # the caller's numbers win; knob-derived ones (the semantic bound) fill in
+            values = {**self.knobs.extra_metrics(metrics), **metrics}
         return self.brain.need(values, shadow)
 
     def apply_tuning(self, *, force: bool = False) -> TuningReport:

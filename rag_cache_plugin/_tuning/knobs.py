@@ -51,6 +51,10 @@ class Knobs:
             out["semantic"] = self.semantic.get()
         return out
 
+    def extra_metrics(self, m: Mapping[str, float | None]) -> dict[str, float | None]:
+        """Metrics only the knobs know (the semantic bound and threshold)."""
+        return {} if self.semantic is None else self.semantic.metrics(m)
+
     def _entry_bytes(self) -> float:
         l1 = self.cache.l1
         n = len(l1)

@@ -27,8 +27,11 @@ Status = Literal["collecting", "evaluating", "changed", "recommended", "rolled_b
                  "idle"]
 # Changes that cost memory or freshness must pay for themselves; the rest only must
 # not hurt.  Tightening the semantic threshold is a safety change: never undone.
-_COSTLY = frozenset({"increase_l1", "increase_ttl"})
+_COSTLY = frozenset({"increase_l1", "increase_ttl", "relax_semantic"})
 _SAFETY = frozenset({"tighten_semantic"})
+# A change is also undone when its guard metric ends above the bound, whatever its
+# target did: a relaxed threshold that lets false hits past the user's bound goes.
+_GUARDS = {"relax_semantic": ("false_hit_excess", 0.0)}
 _MIN_SAMPLE = 256
 
 
@@ -54,6 +57,11 @@ class _Pending:
     before: float | None
     window: int
     after: list[float] = field(default_factory=list)
+    guard: list[float] = field(default_factory=list)
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -124,6 +132,7 @@ class Brain:
         shadow = self.shadow(snap)
         metrics = tuner_metrics(snap, sig, l2_max_bytes=t.l2_max_bytes(), shadow=shadow,
                                 shadow_idle=not snap.count("evictions.l1"))
+        metrics.update(t.knobs.extra_metrics(metrics))
         made: list[Decision] = []
         status: Status = "idle"
         if self.pending is not None:
@@ -165,7 +174,8 @@ class Brain:
         rule = f.rule
         cooldown = self.t.strategy.cooldown if rule.cooldown is None else rule.cooldown
         last = self.acted.get(rule.name)
-        return (self.streak.get(rule.name, 0) >= self.t.strategy.windows
+        windows = self.t.strategy.windows if rule.windows is None else rule.windows
+        return (self.streak.get(rule.name, 0) >= windows
                 and (last is None or self.window - last > cooldown))
 
     def _choose(self, need: TuningNeed, metrics: dict[str, float | None],
@@ -212,16 +222,22 @@ class Brain:
         value = metrics.get(p.target)
         if value is not None:
             p.after.append(value)
+        guard = _GUARDS.get(p.change.action)
+        if guard is not None and metrics.get(guard[0]) is not None:
+            p.guard.append(metrics[guard[0]])  # type: ignore[arg-type]
         if self.window - p.window < self.t.strategy.eval_windows:
             return None
         self.pending = None
         s, change = self.t.strategy, p.change
         after = _mean(list(p.after))
         gain = 0.0 if after is None or p.before is None else (after - p.before) * p.sign
+        guard = _GUARDS.get(change.action)
         if change.action in _SAFETY:
             harm = ""
+        elif guard is not None and p.guard and max(p.guard) > guard[1]:
+            harm = f"{guard[0]} rose to {max(p.guard):+.4f}"
         elif gain < -s.tolerance:
-            harm = f"{p.target} went from {p.before:.4f} to {after:.4f}"
+            harm = f"{p.target} went from {_fmt(p.before)} to {_fmt(after)}"
         elif change.action in _COSTLY and gain < s.min_gain:
             harm = f"{p.target} gained {gain:+.4f} (< {s.min_gain}): not worth its cost"
         else:
@@ -241,7 +257,8 @@ class Brain:
         d = Decision(now, self.window, "keep" if kept else "rollback", p.rule, change.action,
                      change.knob, change.old if kept else change.new,
                      change.new if kept else change.old,
-                     (f"kept: {p.target} {gain:+.4f}" if kept else f"rolled back: {harm}"),
+                     (f"kept: {p.target} {_fmt(p.before)} -> {_fmt(after)}" if kept
+                      else f"rolled back: {harm}"),
                      p.target, p.before, after, False, self.t.proc)
         self._record(d)
         return d

@@ -57,7 +57,8 @@ class TuningRule:
     ``step``: the multiplicative step of the action (None: the strategy's).
     ``priority``: the highest priority among rules ready to act goes first.
     ``cooldown``: windows after this rule acted before it may act again (None: the
-    strategy's).  ``target``: the metric the change is judged by (None: the
+    strategy's).  ``windows``: consecutive windows it must fire in before it acts
+    (None: the strategy's evidence).  ``target``: the metric the change is judged by (None: the
     action's, see ``TARGETS``).
     """
 
@@ -68,6 +69,7 @@ class TuningRule:
     step: float | None = None
     priority: int = 0
     cooldown: int | None = None
+    windows: int | None = None
     name: str = ""
     conditions: tuple[Condition, ...] = ()
     target: str | None = None
@@ -82,6 +84,8 @@ class TuningRule:
             raise ValueError("step must be greater than 1 (it multiplies or divides)")
         if self.cooldown is not None and self.cooldown < 0:
             raise ValueError("cooldown must be a number of windows >= 0")
+        if self.windows is not None and self.windows < 1:
+            raise ValueError("windows must be at least 1")
         if not self.name:
             object.__setattr__(self, "name", f"{self.action}:{self.metric}")
         object.__setattr__(self, "conditions", tuple(
@@ -124,10 +128,11 @@ def load_rules(rules: Iterable[TuningRule | Mapping[str, Any]]) -> tuple[TuningR
 
 
 _DEFAULTS: list[dict[str, Any]] = [
-    dict(name="semantic-false-hits", metric="false_hit_rate", comparison=">",
-         threshold=0.01, action="tighten_semantic", priority=90,
+    dict(name="semantic-false-hits", metric="false_hit_excess", comparison=">",
+         threshold=0.0, action="tighten_semantic", priority=90,
          conditions=[("false_hit_reports", ">=", 2)],
-         description="wrong semantic hits reported: make the threshold stricter"),
+         description="reported false hits exceed the bound of the chosen setting: make "
+                     "the semantic threshold stricter"),
     dict(name="ttl-expiry-misses", metric="expired_miss_rate", comparison=">", threshold=0.02,
          action="increase_ttl", priority=70,
          description="entries are asked for again after they expired"),
@@ -144,6 +149,12 @@ _DEFAULTS: list[dict[str, Any]] = [
          threshold=0.002, action="decrease_l1", priority=10,
          conditions=[("l1_fill", ">=", 0.9)],
          description="a smaller L1 would hit as often: give memory back (to the lower bound)"),
+    dict(name="semantic-relax", metric="semantic_tightening", comparison=">",
+         threshold=1e-9, action="relax_semantic", priority=1, windows=24,
+         conditions=[("false_hit_reports", "<=", 0)],
+         description="no false hits reported for a long while: try a step back toward "
+                     "(never past) the calibrated threshold the user chose; kept only if "
+                     "semantic hits rise and false hits stay within the bound"),
     dict(name="ttl-memory-pressure", metric="l2_fill", comparison=">=", threshold=0.95,
          action="decrease_ttl", priority=5, conditions=[("expired_miss_rate", "<=", 0.005)],
          description="L2 is culling and nothing is re-asked after expiry (needs "

@@ -12,9 +12,12 @@ from .signals import WindowSignals
 __all__ = ["SIGNAL_NAMES", "tuner_metrics", "window_delta"]
 
 SIGNAL_NAMES = ("expired_misses", "expired_miss_rate", "lower_hit_rate", "near_hit_rate",
-                "l2_fill", "sample_keys", "shadow_current", "shadow_policy_gain",
-                "shadow_l1_gain", "shadow_l1_shrink_loss")
-"""Metrics the tuner adds to ``MetricSnapshot.metrics()``."""
+                "semantic_hits", "l2_fill", "sample_keys", "shadow_current",
+                "shadow_policy_gain", "shadow_l1_gain", "shadow_l1_shrink_loss",
+                "false_hit_target", "false_hit_excess", "semantic_threshold",
+                "semantic_tightening")
+"""Metrics the tuner adds to ``MetricSnapshot.metrics()`` (the last four with a
+semantic layer)."""
 
 
 def window_delta(current: MetricSnapshot, previous: MetricSnapshot | None, *, ts: float,
@@ -58,6 +61,7 @@ def tuner_metrics(snap: MetricSnapshot, signals: WindowSignals | None, *,
     lower = snap.hits("l2", "exact") + snap.hits("l3", "exact")
     m["lower_hit_rate"] = _rate(lower, lookups)
     m["near_hit_rate"] = _rate(snap.hits("l1") + snap.hits("l2"), lookups)
+    m["semantic_hits"] = snap.hits(kind="semantic")
     l2_bytes = snap.gauges.get("l2_bytes")
     m["l2_fill"] = (l2_bytes / l2_max_bytes if l2_bytes is not None and l2_max_bytes
                     else None)
