@@ -43,7 +43,8 @@ def per_op(fn: Callable[[], object], n: int, *, repeats: int = 5, warmup: int = 
 
 
 def interleaved(fns: dict[str, Callable[[], object]], *, run_seconds: float = 0.002,
-                repeat: int = 50, timer: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+                repeat: int = 50,
+                timer: Callable[[], float] = time.perf_counter) -> dict[str, float]:
     """Best seconds per call of each contender.  Short runs of the contenders alternate,
     so all see the same machine load, and each run lasts about ``run_seconds`` (sized per
     contender), so a slower one is not more likely to be preempted; the best run of each
@@ -73,7 +74,8 @@ def write(name: str, data: dict[str, Any], table: str) -> None:
     (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
     m = data["machine"]
     (RESULTS / f"{name}.md").write_text(
-        f"{table}\n\nMachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, {m['system']}.\n")
+        f"{table}\n\nMachine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, "
+        f"{m['system']}.\n")
 
 
 def fmt_us(seconds: float) -> str:

@@ -37,6 +37,7 @@ from ._events import (
     TierFailed,
 )
 from ._keys import canonicalize
+from ._verifier import MatchVerifier, Verdict
 
 __version__ = "0.1.0"
 
@@ -59,6 +60,7 @@ __all__ = [
     "FeedbackReported",
     "Hit",
     "Invalidated",
+    "MatchVerifier",
     "Miss",
     "QueryObserved",
     "RagCache",
@@ -73,6 +75,7 @@ __all__ = [
     "TierError",
     "TierFailed",
     "TierUnavailableError",
+    "Verdict",
     "__version__",
     "canonicalize",
 ]

@@ -58,6 +58,14 @@ class CircuitBreaker:
             if self.state != "closed":
                 self._set("closed")
 
+    def release(self) -> None:
+        """The call ``allow`` let through ended with neither success nor failure (it
+        was cancelled): free the probe slot, or a half-open breaker would wait for
+        that probe's verdict forever and the tier would never be used again."""
+        if self._probing:
+            with self._lock:
+                self._probing = False
+
     def failure(self) -> None:
         with self._lock:
             self._failures += 1

@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -26,7 +27,7 @@ import orjson
 from ._entry import Entry
 from ._errors import ConfigError, CorruptEntryError, SignatureError
 
-__all__ = ["Codec", "derive_key", "loads"]
+__all__ = ["Codec", "derive_key", "loads", "needs_exact_parse"]
 
 _MAGIC = b"RC1 "
 _PRIMITIVES = (str, int, float, bool, type(None))
@@ -49,11 +50,24 @@ def derive_key(secret: str) -> bytes:
 
 def loads(data: bytes | str) -> Any:
     """Parse JSON fast (orjson) on the read path.  What orjson refuses but the encoder
-    may write (NaN, huge integers, escaped lone surrogates) goes to the stdlib parser."""
+    may write (NaN, escaped lone surrogates) goes to the stdlib parser.  Integers
+    beyond 64 bits orjson does *not* refuse: it silently turns them into floats, so
+    the encoder marks bodies holding them (see ``needs_exact_parse``)."""
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data)
+
+
+def needs_exact_parse(value: Any) -> bool:
+    """Would orjson fail to read ``value`` back exactly?  True for integers beyond
+    64 bits (read back as floats) and, conservatively, for anything else orjson
+    cannot write (it takes the stdlib path on reading anyway)."""
+    try:
+        orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return True
+    return False
 
 
 def _kid(key: bytes) -> bytes:
@@ -69,7 +83,9 @@ class Codec:
         encryption_keys: Sequence[bytes] = (),
         *,
         require_signature: bool = False,
+        max_bytes: int | None = None,
     ) -> None:
+        self._max_bytes = max_bytes
         self._sign = [(_kid(k), k) for k in signing_keys]
         self._sign_by_kid = dict(self._sign)
         self._aead: list[tuple[bytes, Any]] = []
@@ -101,6 +117,9 @@ class Codec:
         }
         if entry.vector is not None:
             doc["vec"] = base64.b64encode(entry.vector).decode("ascii")
+        if needs_exact_parse(entry.value):
+            # A NaN orjson refuses: the reader then uses the exact stdlib parser.
+            doc["exact"] = math.nan
         try:
             # ensure_ascii: lone surrogates and NUL survive as escapes, output is ASCII.
             return json.dumps(doc, separators=(",", ":"), check_circular=False).encode("ascii")
@@ -136,6 +155,10 @@ class Codec:
             if not isinstance(raw, (bytes, bytearray, memoryview)):
                 raise CorruptEntryError("payload is not bytes")
             raw = bytes(raw)
+        if self._max_bytes is not None and len(raw) > self._max_bytes:
+            # Nothing this configuration writes is that big: a planted or foreign
+            # payload, refused before it is parsed or kept in memory any longer.
+            raise CorruptEntryError(f"payload of {len(raw)} bytes exceeds max_entry_bytes")
         head, sep, rest = raw.partition(b"\n")
         if not sep or not head.startswith(_MAGIC):
             raise CorruptEntryError("not a rag-cache payload")

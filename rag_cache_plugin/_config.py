@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -77,15 +78,20 @@ class RedisConfig(_Frozen):
 
 
 class SemanticConfig(_Frozen):
-    """Semantic matching of paraphrased questions; ``embedder`` is required."""
+    """Semantic matching of paraphrased questions."""
 
-    embedder: Any = None
-    """A LangChain ``Embeddings``, a LlamaIndex ``BaseEmbedding``, a sentence-transformers
-    model, a model path/name, or any callable ``list[str] -> array``."""
+    embedder: Any = "default"
+    """"default" (all-MiniLM-L6-v2 adapted to question equivalence, shipped with the
+    package, needs the ``semantic`` extra), a LangChain ``Embeddings``, a LlamaIndex
+    ``BaseEmbedding``, a sentence-transformers model, a model path/name, or any callable
+    ``list[str] -> array``."""
     setting: Literal["strict", "balanced"] = "strict"
     target_false_hit_rate: float | None = Field(default=None, gt=0, lt=0.5)
-    threshold: float | None = Field(default=None, ge=-1, le=1)
+    threshold: float | None = Field(default=None, ge=0, le=1)
     """A raw decision threshold on the verifier's score; overrides ``setting``."""
+    calibration: Path | None = None
+    """A verifier calibration fitted on your own labelled pairs
+    (``MatchVerifier.fit(pairs, embedder).save(path)``); None uses the shipped one."""
     top_k: int = Field(default=4, ge=1, le=100)
     """Candidates verified per lookup, best cosine first."""
     max_embed_chars: int = Field(default=2_000, ge=1)
@@ -118,7 +124,7 @@ class CacheConfig(_Frozen):
     """L3; None means no L3."""
     semantic: SemanticConfig | None = None
     """None means exact matching only."""
-    ttl: float | None = Field(default=None, gt=0)
+    ttl: float | None = Field(default=None, gt=0, le=100 * 365 * 86_400)
     """Default time to live of an entry in seconds; None keeps entries until evicted."""
     l1_max_entries: int = Field(default=10_000, ge=0)
     l1_max_bytes: int = Field(default=128 * _MiB, ge=0)
@@ -143,11 +149,28 @@ class CacheConfig(_Frozen):
     """Refuse unsigned entries from L2/L3 even when signing keys are set."""
     sqlite_timeout: float = Field(default=2.0, gt=0)
     """SQLite busy timeout in seconds."""
+    sqlite_pragmas: dict[str, int | str] = Field(default_factory=dict)
+    """Extra ``PRAGMA name = value`` run on every L2 connection (e.g.
+    ``{"max_page_count": 262144}`` for a hard cap on the file: per-connection
+    pragmas only hold if every connection sets them)."""
     news_poll_interval: float = Field(default=0.2, gt=0)
     """How often peers' invalidations are read from the shared tiers, in seconds."""
     single_flight_timeout: float = Field(default=10.0, gt=0, le=3600)
     """Longest wait, in seconds, of a ``lookup(..., single_flight=True)`` for another
     caller computing the same answer; also the lease of that caller's claim."""
+
+    @field_validator("sqlite_pragmas")
+    @classmethod
+    def _plain_pragmas(cls, v: dict[str, int | str]) -> dict[str, int | str]:
+        # They are spliced into SQL text (PRAGMA takes no parameters): words and
+        # integers only.
+        for name, value in v.items():
+            if not re.fullmatch(r"[a-z_]{1,64}", name):
+                raise ValueError(f"bad pragma name {name!r}")
+            if isinstance(value, bool) or not (
+                    isinstance(value, int) or re.fullmatch(r"[A-Za-z0-9_]{1,64}", value)):
+                raise ValueError(f"bad value for pragma {name}: {value!r}")
+        return v
 
     @field_validator("sqlite_path", mode="before")
     @classmethod

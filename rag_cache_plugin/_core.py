@@ -55,6 +55,8 @@ _log = logging.getLogger("rag_cache_plugin")
 _MEMO_MAX = 16_384
 _MEMO_MAX_CHARS = 65_536  # longer prompts are hashed each time rather than pinned in memory
 _ALL = "*"  # news namespace for clears of every namespace
+_REPLAY_MAX = 100_000  # deferred repairs kept during a long outage; the oldest go first
+_MAX_TTL = 100 * 365 * 86_400.0  # Redis refuses expiry times far beyond this
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,8 +127,26 @@ def _context_text(context: Any) -> str:
         return context
     try:
         return json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"context must be a string or JSON data: {exc}") from exc
+    except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: too deep
+        raise ValueError(f"context must be a string or JSON data: {exc!r}") from exc
+
+
+def _is_text(value: str) -> bool:
+    """Encodable as UTF-8 (no lone surrogates).  Namespaces and tags are stored as
+    text in SQLite and Redis: one that cannot be encoded would fail inside a tier,
+    where it would count against the tier's breaker instead of naming the mistake."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_ns(ns: Any) -> str:
+    if not isinstance(ns, str) or not ns or len(ns) > 256 or not _is_text(ns):
+        raise ValueError("namespace must be a non-empty string of at most 256 characters "
+                         "(valid Unicode, no lone surrogates)")
+    return ns
 
 
 def _check_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
@@ -135,8 +155,8 @@ def _check_tags(tags: Iterable[str] | None) -> tuple[str, ...]:
     if isinstance(tags, str | bytes):
         raise ValueError("tags must be a list of strings, not a single string")
     out = tuple(tags)
-    if not all(isinstance(t, str) for t in out):
-        raise ValueError("tags must be strings")
+    if not all(isinstance(t, str) and _is_text(t) for t in out):
+        raise ValueError("tags must be strings of valid Unicode (no lone surrogates)")
     return out
 
 
@@ -173,6 +193,7 @@ class RagCache:
             [derive_key(k.get_secret_value()) for k in config.signing_keys],
             [derive_key(k.get_secret_value()) for k in config.encryption_keys],
             require_signature=config.require_signature,
+            max_bytes=config.max_entry_bytes,
         )
         self._memo: dict[tuple[str, str, str, str], tuple[Ref, str]] = {}
         self.l1 = MemoryTier(
@@ -185,7 +206,8 @@ class RagCache:
         self.l2: SqliteTier | None = None
         self.l3: RedisTier | None = None
         self.breakers: dict[str, CircuitBreaker] = {}
-        self._replay: deque[tuple[Tier, Callable[[], Any]]] = deque()
+        self._replay: deque[tuple[Tier, Callable[[], Any], str | None]] = deque()
+        self._replay_keys: set[tuple[str, str]] = set()  # (tier, entry key) of queued repairs
         self._replay_lock = threading.Lock()
         sources: list[NewsSource] = []
         if config.sqlite_path is not None:
@@ -195,6 +217,7 @@ class RagCache:
                 self.l2 = SqliteTier(config.sqlite_path, codec=self.codec,
                                      max_bytes=config.l2_max_bytes,
                                      busy_timeout=config.sqlite_timeout,
+                                     pragmas=config.sqlite_pragmas,
                                      emit=self._emit_if_active)
             except Exception as exc:  # an unusable file must not stop the application
                 _log.error("rag-cache: L2 disabled: %s", exc)
@@ -274,8 +297,7 @@ class RagCache:
             raise ValueError(f"question must be a string, not {type(question).__name__}")
         if not isinstance(llm_string, str):
             raise ValueError("llm_string must be a string")
-        if not isinstance(ns, str) or not ns or len(ns) > 256:
-            raise ValueError("namespace must be a non-empty string of at most 256 characters")
+        _check_ns(ns)
         if len(question) > self.config.max_question_chars:
             raise _Oversize(len(question))
         ctx = _context_text(context)
@@ -329,8 +351,15 @@ class RagCache:
 
     # -- tier calls behind breakers (sync) ------------------------------------------
 
+    def _repair_pending(self, tier: Tier, key: str) -> bool:
+        """A write or removal of ``key`` failed in ``tier`` and awaits its repair: the
+        tier may still hold an older version, so it must not answer for that key."""
+        return bool(self._replay_keys) and (tier.name, key) in self._replay_keys
+
     def _tier_get(self, tier: Tier, ref: Ref, now: float) -> Entry | None:
-        if not self.breakers[tier.name].allow():
+        # Pending repair first: allow() may hand out the half-open probe, which must
+        # then be used.
+        if self._repair_pending(tier, ref.key) or not self.breakers[tier.name].allow():
             return None
         t = perf_counter()
         try:
@@ -342,34 +371,50 @@ class RagCache:
         return entry
 
     def _tier_call(self, tier: Tier, op: str, ns: str, fn: Callable[[], Any],
-                   replay: Callable[[], Any] | None = None) -> Any:
+                   replay: Callable[[], Any] | None = None,
+                   replay_key: str | None = None) -> Any:
         """Run a write-side tier call; None (and an event) when it fails.  A failed
         removal is kept in ``replay`` order and retried once the tier is back, so an
-        outage never lets an invalidated entry come back from a shared tier."""
+        outage never lets an invalidated entry come back from a shared tier.  A failed
+        write replays as a removal of that key (``replay_key`` folds repeats): the tier
+        may still hold an older version, which must not be served after the outage."""
         if not self.breakers[tier.name].allow():
             self._emit_if_active(TierFailed(ns, "", tier.name, op, "circuit open"))
-            self._defer(tier, replay)
+            self._defer(tier, replay, replay_key)
             return None
         t = perf_counter()
         try:
             out = fn()
         except Exception as exc:
             self._failed(tier, op, exc, ns, t)
-            self._defer(tier, replay)
+            self._defer(tier, replay, replay_key)
             return None
         self.breakers[tier.name].success()
         return True if out is None else out
 
-    def _defer(self, tier: Tier, replay: Callable[[], Any] | None) -> None:
-        if replay is not None:
-            with self._replay_lock:
-                self._replay.append((tier, replay))
+    def _defer(self, tier: Tier, replay: Callable[[], Any] | None,
+               key: str | None = None) -> None:
+        if replay is None:
+            return
+        with self._replay_lock:
+            if key is not None:
+                if (tier.name, key) in self._replay_keys:
+                    return
+                self._replay_keys.add((tier.name, key))
+            if len(self._replay) >= _REPLAY_MAX:
+                # Memory stays bounded in a long outage; TTLs bound what this forgets.
+                old_tier, _fn, old_key = self._replay.popleft()
+                if old_key is not None:
+                    self._replay_keys.discard((old_tier.name, old_key))
+                _log.warning("rag-cache: more than %d repairs pending; dropped the oldest",
+                             _REPLAY_MAX)
+            self._replay.append((tier, replay, key))
 
     def _replay_removals(self) -> None:
         """Retry removals that failed during an outage (the news thread calls this)."""
         while self._replay:
             with self._replay_lock:
-                tier, fn = self._replay[0]
+                tier, fn, _key = self._replay[0]
             if not self.breakers[tier.name].allow():
                 return
             try:
@@ -379,13 +424,18 @@ class RagCache:
                 return
             self.breakers[tier.name].success()
             with self._replay_lock:
-                self._replay.popleft()
+                if self._replay and self._replay[0][1] is fn:
+                    _t, _f, key = self._replay.popleft()
+                    if key is not None:
+                        self._replay_keys.discard((tier.name, key))
 
     def _promote(self, entry: Entry, source: TierName, now: float) -> None:
+        # newer_only / replace=False: a concurrent store of a newer version wins.
         if "l1" in self.promote_to:
-            self.l1.set(entry, now)
+            self.l1.set(entry, now, newer_only=True)
         if source == "l3" and self.l2 is not None and "l2" in self.promote_to:
-            self._tier_call(self.l2, "promote", entry.namespace, partial(self.l2.set, entry, now))
+            self._tier_call(self.l2, "promote", entry.namespace,
+                            partial(self.l2.set, entry, now, replace=False))
 
     # -- lookup -------------------------------------------------------------------
 
@@ -457,7 +507,7 @@ class RagCache:
             rest: list[int] = []
             for i in todo:
                 entry = found.get(refs[i][0].key)
-                if entry is None:
+                if entry is None or self._repair_pending(tier, entry.key):
                     rest.append(i)
                 else:
                     self._promote(entry, tier.name, now)
@@ -480,8 +530,9 @@ class RagCache:
         tags_t = _check_tags(tags)
         if ttl is None:
             ttl = self.default_ttl
-        elif isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0:
-            raise ValueError("ttl must be a positive number of seconds")
+        elif (isinstance(ttl, bool) or not isinstance(ttl, int | float)
+              or not 0 < ttl <= _MAX_TTL):  # also refuses NaN and infinity
+            raise ValueError(f"ttl must be a positive number of seconds, at most {_MAX_TTL:g}")
         return Entry(ref.key, ref.namespace, ref.partition, question, value, now,
                      None if ttl is None else now + ttl, tags_t)
 
@@ -516,7 +567,8 @@ class RagCache:
         self.l1.set(entry, now)
         done: list[TierName] = ["l1"]
         for tier in self.lower:
-            if self._tier_call(tier, "set", ref.namespace, partial(tier.set, entry, now)) is not None:
+            if self._tier_call(tier, "set", ref.namespace, partial(tier.set, entry, now),
+                               partial(tier.delete, [ref]), ref.key) is not None:
                 done.append(tier.name)
         self._stored(entry, done, started)
         self.flights.landed(ref)
@@ -541,7 +593,7 @@ class RagCache:
         self.l1.delete([ref])
         for tier in self.lower:
             fn = partial(tier.delete, [ref])
-            self._tier_call(tier, "delete", ref.namespace, fn, fn)
+            self._tier_call(tier, "delete", ref.namespace, fn, fn, ref.key)
         self._removed(ref.namespace, [ref.key], (), "del", {ref.key: ref.partition})
 
     def release(self, question: str, *, context: Any = "", llm_string: str = "",
@@ -558,7 +610,7 @@ class RagCache:
         """Drop every entry carrying any of ``tags`` from every tier (and from
         peers' L1 through the news feed).  Returns how many distinct entries went."""
         tags_t = _check_tags(tags)
-        ns = self.namespace if namespace is None else namespace
+        ns = self.namespace if namespace is None else _check_ns(namespace)
         parts = {r.key: r.partition for r in self.l1.invalidate(ns, tags_t)}
         for tier in self.lower:
             fn = partial(tier.invalidate, ns, tags_t)
@@ -578,6 +630,8 @@ class RagCache:
 
     def clear(self, namespace: str | None = None) -> None:
         """Remove every entry (of one namespace, or of all) from every tier."""
+        if namespace is not None:
+            _check_ns(namespace)
         self.l1.clear(namespace)
         for tier in self.lower:
             fn = partial(tier.clear, namespace)
@@ -644,7 +698,7 @@ class RagCache:
             self.l1.delete([ref])
             for tier in self.lower:
                 fn = partial(tier.delete, [ref])
-                self._tier_call(tier, "delete", ref.namespace, fn, fn)
+                self._tier_call(tier, "delete", ref.namespace, fn, fn, ref.key)
             self._removed(ref.namespace, [ref.key], (), "del", {ref.key: ref.partition})
 
     # -- introspection ------------------------------------------------------------
@@ -699,7 +753,9 @@ class RagCache:
     # -- async twins ----------------------------------------------------------------
 
     async def _atier_get(self, tier: Tier, ref: Ref, now: float) -> Entry | None:
-        if not self.breakers[tier.name].allow():
+        # Pending repair first: allow() may hand out the half-open probe, which must
+        # then be used.
+        if self._repair_pending(tier, ref.key) or not self.breakers[tier.name].allow():
             return None
         t = perf_counter()
         try:
@@ -707,31 +763,40 @@ class RagCache:
         except Exception as exc:
             self._failed(tier, "get", exc, ref.namespace, t)
             return None
+        except BaseException:  # cancelled (an application timeout): free the probe
+            self.breakers[tier.name].release()
+            raise
         self.breakers[tier.name].success()
         return entry
 
     async def _atier_call(self, tier: Tier, op: str, ns: str, coro_fn: Callable[[], Any],
-                          replay: Callable[[], Any] | None = None) -> Any:
+                          replay: Callable[[], Any] | None = None,
+                          replay_key: str | None = None) -> Any:
         if not self.breakers[tier.name].allow():
             self._emit_if_active(TierFailed(ns, "", tier.name, op, "circuit open"))
-            self._defer(tier, replay)
+            self._defer(tier, replay, replay_key)
             return None
         t = perf_counter()
         try:
             out = await coro_fn()
         except Exception as exc:
             self._failed(tier, op, exc, ns, t)
-            self._defer(tier, replay)
+            self._defer(tier, replay, replay_key)
             return None
+        except BaseException:  # cancelled: free the probe; the write may not have landed
+            self.breakers[tier.name].release()
+            self._defer(tier, replay, replay_key)
+            raise
         self.breakers[tier.name].success()
         return True if out is None else out
 
     async def _apromote(self, entry: Entry, source: TierName, now: float) -> None:
         if "l1" in self.promote_to:
-            self.l1.set(entry, now)
+            self.l1.set(entry, now, newer_only=True)
         if source == "l3" and self.l2 is not None and "l2" in self.promote_to:
             l2 = self.l2
-            await self._atier_call(l2, "promote", entry.namespace, partial(l2.aset, entry, now))
+            await self._atier_call(l2, "promote", entry.namespace,
+                                   partial(l2.aset, entry, now, replace=False))
 
     async def alookup(self, question: str, *, context: Any = "", llm_string: str = "",
                       namespace: str | None = None,
@@ -795,11 +860,14 @@ class RagCache:
             except Exception as exc:
                 self._failed(tier, "get_many", exc, refs[todo[0]][0].namespace, t)
                 continue
+            except BaseException:  # cancelled: free the probe
+                self.breakers[tier.name].release()
+                raise
             self.breakers[tier.name].success()
             rest: list[int] = []
             for i in todo:
                 entry = found.get(refs[i][0].key)
-                if entry is None:
+                if entry is None or self._repair_pending(tier, entry.key):
                     rest.append(i)
                 else:
                     await self._apromote(entry, tier.name, now)
@@ -835,7 +903,8 @@ class RagCache:
         done: list[TierName] = ["l1"]
         for tier in self.lower:
             if await self._atier_call(tier, "set", ref.namespace,
-                                      partial(tier.aset, entry, now)) is not None:
+                                      partial(tier.aset, entry, now),
+                                      partial(tier.delete, [ref]), ref.key) is not None:
                 done.append(tier.name)
         self._stored(entry, done, started)
         await self.flights.alanded(ref)
@@ -848,7 +917,7 @@ class RagCache:
         self.l1.delete([ref])
         for tier in self.lower:
             await self._atier_call(tier, "delete", ref.namespace, partial(tier.adelete, [ref]),
-                                   partial(tier.delete, [ref]))
+                                   partial(tier.delete, [ref]), ref.key)
         self._removed(ref.namespace, [ref.key], (), "del", {ref.key: ref.partition})
 
     async def arelease(self, question: str, *, context: Any = "", llm_string: str = "",
@@ -863,7 +932,7 @@ class RagCache:
     async def ainvalidate(self, *, tags: Iterable[str], namespace: str | None = None) -> int:
         """Async ``invalidate``."""
         tags_t = _check_tags(tags)
-        ns = self.namespace if namespace is None else namespace
+        ns = self.namespace if namespace is None else _check_ns(namespace)
         parts = {r.key: r.partition for r in self.l1.invalidate(ns, tags_t)}
         for tier in self.lower:
             refs = await self._atier_call(tier, "invalidate", ns,
@@ -876,6 +945,8 @@ class RagCache:
 
     async def aclear(self, namespace: str | None = None) -> None:
         """Async ``clear``."""
+        if namespace is not None:
+            _check_ns(namespace)
         self.l1.clear(namespace)
         for tier in self.lower:
             await self._atier_call(tier, "clear", namespace or "", partial(tier.aclear, namespace),

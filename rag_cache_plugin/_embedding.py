@@ -235,6 +235,11 @@ def _class_name(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+DEFAULT_EMBEDDER_NAMES = frozenset({"default", "rag-cache/all-MiniLM-L6-v2-qe1"})
+"""Names of the shipped default embedder: all-MiniLM-L6-v2 adapted to question
+equivalence (``AdaptedMiniLM``), which the strict verifier is calibrated for."""
+
+
 def as_embedder(obj: Any, *, model_id: str | None = None) -> Embedder:
     """Adapt ``obj`` to ``Embedder``.  ``model_id`` overrides the derived name (the
     model's name where the object tells it, else its class)."""
@@ -257,6 +262,11 @@ def as_embedder(obj: Any, *, model_id: str | None = None) -> Embedder:
         return LlamaIndexEmbedder(obj, name or _class_name(obj))
     if _is_st_model(obj):
         return SentenceTransformerEmbedder(obj, model_id or _st_name(obj) or _class_name(obj))
+    if isinstance(obj, str) and obj in DEFAULT_EMBEDDER_NAMES:
+        from ._embedders import AdaptedMiniLM  # the shipped default, loaded on demand
+
+        adapted = AdaptedMiniLM()
+        return adapted if model_id is None else _Renamed(adapted, model_id)
     if isinstance(obj, str | os.PathLike):
         text = os.fspath(obj)
         name = model_id or (_name_from_path(text) if os.path.isdir(text) else text)

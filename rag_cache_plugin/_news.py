@@ -8,13 +8,13 @@ from this process (same ``origin``) are ignored on the way back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
-
 
 __all__ = ["NewsFeed", "NewsSource", "RedisNews", "SqliteNews"]
 
@@ -59,10 +59,8 @@ class SqliteNews:
 
     def watch(self, namespace: str) -> None:
         if self._after is None:
-            try:
+            with contextlib.suppress(Exception):  # poll() retries
                 self._after = self._tier.last_news()
-            except Exception:
-                pass  # poll() retries
 
 
 class RedisNews:

@@ -55,9 +55,14 @@ class SemanticMatcher(EmbeddingSide):
         self.embedder = as_embedder(config.embedder, model_id=config.model_id)
         self.model_id: str = self.embedder.model_id
         self.model_tag = hashlib.blake2b(self.model_id.encode(), digest_size=6).hexdigest()
-        self.verifier = MatchVerifier.for_model(
-            self.model_id, config.setting, target_false_hit_rate=config.target_false_hit_rate,
-            threshold=config.threshold)
+        if config.calibration is not None:  # fitted by the user on their own pairs
+            self.verifier = MatchVerifier.load(
+                config.calibration, config.setting,
+                target_false_hit_rate=config.target_false_hit_rate, threshold=config.threshold)
+        else:
+            self.verifier = MatchVerifier.for_model(
+                self.model_id, config.setting,
+                target_false_hit_rate=config.target_false_hit_rate, threshold=config.threshold)
         self.memo = EmbeddingMemo(config.memo_entries)
         self.shared = SharedState(cache, self.model_id, self.model_tag)
         self.loader = PartitionLoader(self)

@@ -27,7 +27,8 @@ from rag_cache_plugin import (
 
 @pytest.fixture
 def full(tmp_path: Path, redis_url: str) -> Iterator[RagCache]:
-    with RagCache(CacheConfig(sqlite_path=tmp_path / "c.db", redis=RedisConfig(url=redis_url))) as c:
+    cfg = CacheConfig(sqlite_path=tmp_path / "c.db", redis=RedisConfig(url=redis_url))
+    with RagCache(cfg) as c:
         yield c
 
 
@@ -46,8 +47,9 @@ def wait_until(cond: object, timeout: float = 5.0) -> bool:
 def test_lexical_variants_share_a_key() -> None:
     with RagCache(CacheConfig()) as c:
         c.store("What is the capital of France?", "Paris")
+        fullwidth = "\uff37\uff28\uff21\uff34 is the capital of France?"
         for q in ["what is the capital of france", "  What   is the Capital of FRANCE ?!",
-                  "What is the capital of France\u2009?", "ＷＨＡＴ is the capital of France?"]:
+                  "What is the capital of France\u2009?", fullwidth]:
             hit = c.lookup(q)
             assert hit is not None and hit.value == "Paris", q
 
@@ -213,8 +215,9 @@ def test_unreachable_redis_is_a_miss_and_the_breaker_opens() -> None:
     with RagCache(cfg, bus=bus) as c:
         assert c.store("q", "v") is True  # L1 took it
         c.l1.clear()
-        for _ in range(5):
-            assert c.lookup("q") is None
+        assert c.lookup("q") is None  # its failed write awaits repair: L3 is not asked
+        for i in range(5):
+            assert c.lookup(f"q{i}") is None  # these reach L3 and trip its breaker
         assert c.breakers["l3"].state == "open"
         t = time.perf_counter()
         for _ in range(100):

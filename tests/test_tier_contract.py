@@ -148,7 +148,8 @@ def test_garbage_is_a_miss_deleted_and_reported(
 ) -> None:
     e = entry("bad")
     garbage = [b"\x00\xffnot an entry", b'RC1 -\n{"v":1,"k":"bad"}', b"RC1 -\n[1,2,3]",
-               b'RC1 -\n{"v":1,"k":"bad","ns":"ns","p":"p1","q":"q","c":"x","x":null,"t":[],"val":1}',
+               b'RC1 -\n{"v":1,"k":"bad","ns":"ns","p":"p1","q":"q","c":"x","x":null,"t":[],'
+               b'"val":1}',
                Codec().encode(entry("another-key"))]
     for raw in garbage:
         lower.set(e, time.time())

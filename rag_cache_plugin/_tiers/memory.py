@@ -112,7 +112,10 @@ class MemoryTier:
 
     # -- writes -------------------------------------------------------------------
 
-    def set(self, entry: Entry, now: float) -> None:
+    def set(self, entry: Entry, now: float, *, newer_only: bool = False) -> None:
+        """Keep ``entry``.  ``newer_only`` (promotion from a lower tier) leaves an entry
+        at least as new in place: a lookup that read version N below must not
+        overwrite version N+1 that a concurrent store put here meanwhile."""
         if self.max_entries <= 0 or self.max_bytes <= 0:
             return
         deadline = entry.expires
@@ -122,7 +125,10 @@ class MemoryTier:
         size = entry.size + _OVERHEAD
         evicted: list[Entry] = []
         with self._lock:
-            if entry.key in self._data:
+            current = self._data.get(entry.key)
+            if current is not None:
+                if newer_only and current[0].created >= entry.created:
+                    return
                 self._remove(entry.key)
             self._data[entry.key] = (entry, deadline)
             self._bytes += size
@@ -184,7 +190,8 @@ class MemoryTier:
             self.max_bytes = max_bytes
         evicted: list[Entry] = []
         with self._lock:
-            while self._data and (len(self._data) > self.max_entries or self._bytes > self.max_bytes):
+            while self._data and (len(self._data) > self.max_entries
+                                  or self._bytes > self.max_bytes):
                 victim = self._policy.victim()
                 if victim is None or victim not in self._data:
                     break

@@ -96,6 +96,12 @@ def _raw(client: redis.Redis, *args: Any) -> Any:
         pool.release(conn)
 
 
+def _wrong_type(exc: TierError) -> bool:
+    """GET on a key holding a list, hash, ...: a planted or foreign value."""
+    cause = exc.__cause__
+    return isinstance(cause, ResponseError) and str(cause).startswith("WRONGTYPE")
+
+
 def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, _RETRY_ON) and not isinstance(exc, _NO_RETRY)
 
@@ -340,7 +346,12 @@ class RedisTier:
         return await c.mget_nonatomic(list(args[1:]))
 
     def get(self, ref: Ref, now: float) -> Entry | None:
-        raw = self._call(self._get_op(self.data_key(ref), ref.partition), "get")
+        try:
+            raw = self._call(self._get_op(self.data_key(ref), ref.partition), "get")
+        except TierError as exc:
+            if not _wrong_type(exc):
+                raise
+            raw = b""  # a planted value of another type: corrupt, not a tier failure
         return self._decode(ref, raw, now)
 
     def get_many(self, refs: Sequence[Ref], now: float) -> dict[str, Entry]:
@@ -494,11 +505,16 @@ class RedisTier:
 
     async def aget(self, ref: Ref, now: float) -> Entry | None:
         name = self.data_key(ref)
-        if self._mode == "cluster":
-            raw = await self._acall(
-                lambda c: self._anode_call(c, ref.partition, "GET", name), "get")
-        else:
-            raw = await self._acall(lambda c: c.get(name), "get")
+        try:
+            if self._mode == "cluster":
+                raw = await self._acall(
+                    lambda c: self._anode_call(c, ref.partition, "GET", name), "get")
+            else:
+                raw = await self._acall(lambda c: c.get(name), "get")
+        except TierError as exc:
+            if not _wrong_type(exc):
+                raise
+            raw = b""  # a planted value of another type: corrupt, not a tier failure
         if raw is None:
             return None
         try:

@@ -14,13 +14,15 @@ through aiosqlite so a busy wait never blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -86,18 +88,29 @@ CREATE TABLE IF NOT EXISTS news (
 );
 """
 
-_GET = "SELECT value, expire_time FROM entries WHERE key = ?"
+# CAST: a value column holding TEXT (a damaged or tampered row) comes back as bytes the
+# codec refuses, instead of failing inside sqlite3's UTF-8 decoding as a tier error.
+_GET = "SELECT CAST(value AS BLOB), expire_time FROM entries WHERE key = ?"
 _UPSERT = """
-INSERT INTO entries (key, ns, partition, store_time, expire_time, access_time, access_count, size, value)
+INSERT INTO entries
+    (key, ns, partition, store_time, expire_time, access_time, access_count, size, value)
 VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)
 ON CONFLICT(key) DO UPDATE SET ns = excluded.ns, partition = excluded.partition,
     store_time = excluded.store_time, expire_time = excluded.expire_time,
     access_time = excluded.access_time, size = excluded.size, value = excluded.value
 """
+# Promotion from L3 writes a row only where none is live: a concurrent store of a newer
+# version must not be overwritten by the older one a lookup read from L3.
+_PROMOTE = _UPSERT + """
+    WHERE entries.expire_time IS NOT NULL AND entries.expire_time <= excluded.access_time
+"""
 _DEL_TAGS = "DELETE FROM tags WHERE key = ?"
 _ADD_TAG = "INSERT OR IGNORE INTO tags (ns, tag, key) VALUES (?, ?, ?)"
 _TOUCH = "UPDATE entries SET access_time = ?, access_count = access_count + 1 WHERE key = ?"
 _DEL_KEY = "DELETE FROM entries WHERE key = ?"
+# A key a read found expired may have been stored again since (by this process or a
+# peer): delete it only if it is still expired.
+_DEL_EXPIRED = "DELETE FROM entries WHERE key = ? AND expire_time <= ?"
 _SIZE = "SELECT value FROM meta WHERE name = 'size'"
 _SEMANTIC_MERGE = {
     "set": "excluded.value",
@@ -108,6 +121,7 @@ _NEWS_KEEP = 600.0  # seconds of news kept for peers that poll
 _NEWS_MIN_ROWS = 10_000  # ... and at least this many rows
 
 _CORRUPTION_MARKERS = ("malformed", "not a database", "file is encrypted", "disk image")
+_RECHECK = 1.0  # seconds between checks that the path still names the file we use
 
 
 def _invalidation_sql(n: int) -> tuple[str, str, str]:
@@ -126,6 +140,22 @@ def _is_corruption(exc: BaseException) -> bool:
     )
 
 
+def _is_full(exc: BaseException | None) -> bool:
+    """SQLITE_FULL: the file reached ``max_page_count`` or the disk is full."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+        or "database or disk is full" in str(exc)
+    )
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class SqliteTier:
     """The L2 tier over one SQLite file."""
 
@@ -139,8 +169,14 @@ class SqliteTier:
         max_bytes: int,
         busy_timeout: float = 2.0,
         emit: Emit | None = None,
+        pragmas: Mapping[str, int | str] | None = None,
     ) -> None:
         self.path = Path(path)
+        # Working connections never create the file (mode=rw): only _open creates it,
+        # with its schema.  A connection racing a deleted file would otherwise leave
+        # an empty, schema-less database behind.
+        self._rw_uri = self.path.absolute().as_uri() + "?mode=rw"
+        self._pragmas = dict(pragmas or {})
         self.max_bytes = max_bytes
         self._codec = codec
         self._timeout = busy_timeout
@@ -156,20 +192,35 @@ class SqliteTier:
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[aiosqlite.Connection, asyncio.Lock]
         ] = weakref.WeakKeyDictionary()
+        self._async_gen: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, int] = (
+            weakref.WeakKeyDictionary())
         self._generation = 0  # bumped when a corrupt file is replaced
+        # The file our connections use, as (device, inode): a peer process (or another
+        # instance) that replaced a corrupt file leaves our connections on the old
+        # one, renamed aside; we notice within _RECHECK seconds and follow.
+        self._file: tuple[int, int] | None = None
+        self._checked = time.monotonic()
+        self._replace_lock = threading.RLock()  # _follow -> _open -> _replace_corrupt
         self._closed = False
         self._open()
 
     # -- connections --------------------------------------------------------------
 
+    def _pragma_sql(self) -> list[str]:
+        # Names and values were checked by CacheConfig (words and integers only).
+        return [f"PRAGMA busy_timeout = {int(self._timeout * 1000)}",
+                "PRAGMA synchronous = NORMAL",
+                *(f"PRAGMA {k} = {v}" for k, v in self._pragmas.items())]
+
     def _configure(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        for sql in self._pragma_sql():
+            conn.execute(sql)
 
     def _open(self) -> None:
         """Create or check the file; a file that is not a usable database is moved
         aside and replaced by a fresh one."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = _file_id(self.path)
         try:
             conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
             try:
@@ -184,34 +235,69 @@ class SqliteTier:
             if not _is_corruption(exc):
                 raise TierError(f"cannot open {self.path}: {exc}") from exc
             self._replace_corrupt(str(exc))
+        else:
+            self._file = _file_id(self.path)
 
     def _replace_corrupt(self, reason: str) -> None:
-        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-        _log.error("rag-cache: %s is damaged (%s); moved to %s", self.path, reason, aside)
-        self._drop_connections()
-        for suffix in ("", "-wal", "-shm"):
-            p = Path(str(self.path) + suffix)
-            if p.exists():
-                os.replace(p, Path(str(aside) + suffix))
-        self._generation += 1
+        """Move the damaged file aside and start a fresh one, unless someone (a
+        peer process, another instance, another thread) already did: then follow."""
+        with self._replace_lock, self._file_lock():
+            self._drop_connections()
+            self._generation += 1
+            current = _file_id(self.path)
+            if current is not None and current != self._file:
+                self._file = current  # already replaced: use the new file
+                return
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{time.time_ns()}")
+            _log.error("rag-cache: %s is damaged (%s); moved to %s", self.path, reason, aside)
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(Path(str(self.path) + suffix), Path(str(aside) + suffix))
+            conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+            try:
+                self._configure(conn)
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            finally:
+                conn.close()
+            self._file = _file_id(self.path)
         if self._emit is not None:
             self._emit(Corrupt("", "", "l2", f"database file replaced: {reason}"))
-        conn = sqlite3.connect(self.path, timeout=self._timeout, isolation_level=None)
+
+    @contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        """Serialize replacement across processes: two processes that find the file
+        damaged at once must not each move the other's fresh file aside."""
+        fd = os.open(str(self.path) + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            self._configure(conn)
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
         finally:
-            conn.close()
+            os.close(fd)  # releases the lock
+
+    def _follow(self) -> None:
+        """Every _RECHECK seconds: does the path still name our file?  (A peer may
+        have replaced a corrupt file, or the file was deleted.)"""
+        self._checked = time.monotonic()
+        current = _file_id(self.path)
+        if current == self._file:
+            return
+        with self._replace_lock:
+            # Deleted under us (start a fresh file) or replaced (check it, and give it
+            # the schema if whoever created it did not).
+            self._open()
+            self._drop_connections()  # they hold the old file open
+            self._generation += 1
 
     def _conn(self) -> sqlite3.Connection:
+        if time.monotonic() - self._checked > _RECHECK:
+            self._follow()
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None or getattr(self._local, "gen", -1) != self._generation:
             if self._closed:
                 raise TierError("L2 is closed")
-            conn = sqlite3.connect(
-                self.path, timeout=self._timeout, isolation_level=None, check_same_thread=False
-            )
+            conn = sqlite3.connect(self._rw_uri, uri=True, timeout=self._timeout,
+                                   isolation_level=None, check_same_thread=False)
             self._configure(conn)
             self._local.conn, self._local.gen = conn, self._generation
             with self._conns_lock:
@@ -222,10 +308,8 @@ class SqliteTier:
         with self._conns_lock:
             conns, self._conns = self._conns, []
         for c in conns:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 c.close()
-            except sqlite3.Error:
-                pass
 
     @contextmanager
     def _guard(self) -> Iterator[None]:
@@ -253,6 +337,9 @@ class SqliteTier:
     # -- reads --------------------------------------------------------------------
 
     def _decode(self, ref: Ref, raw: Any, expire: float | None, now: float) -> Entry | None:
+        if expire is not None and not isinstance(expire, int | float):
+            self._drop_corrupt(ref, "expire_time is not a number")
+            return None
         if expire is not None and expire <= now:
             with self._pending_lock:
                 self._expired.add(ref.key)
@@ -290,7 +377,7 @@ class SqliteTier:
         out: dict[str, Entry] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
-            sql = ("SELECT key, value, expire_time FROM entries WHERE key IN "
+            sql = ("SELECT key, CAST(value AS BLOB), expire_time FROM entries WHERE key IN "
                    f"({','.join('?' * len(chunk))})")
             with self._guard():
                 rows = self._conn().execute(sql, chunk).fetchall()
@@ -304,7 +391,8 @@ class SqliteTier:
         """Every live entry of a namespace (or one partition): the semantic index
         loads its vectors from here."""
         now = time.time()
-        sql = "SELECT key, partition, value FROM entries WHERE ns = ? AND (expire_time IS NULL OR expire_time > ?)"
+        sql = ("SELECT key, partition, CAST(value AS BLOB) FROM entries"
+               " WHERE ns = ? AND (expire_time IS NULL OR expire_time > ?)")
         args: list[Any] = [namespace, now]
         if partition is not None:
             sql += " AND partition = ?"
@@ -319,10 +407,10 @@ class SqliteTier:
 
     # -- writes -------------------------------------------------------------------
 
-    def _take_pending(self) -> tuple[list[tuple[float, str]], list[tuple[str]]]:
+    def _take_pending(self, now: float) -> tuple[list[tuple[float, str]], list[tuple[str, float]]]:
         with self._pending_lock:
             touched = [(t, k) for k, t in self._touched.items()]
-            expired = [(k,) for k in self._expired]
+            expired = [(k, now) for k in self._expired]
             self._touched.clear()
             self._expired.clear()
         return touched, expired
@@ -332,19 +420,31 @@ class SqliteTier:
         the cull runs rarely and in batches."""
         return size - int(self.max_bytes * 0.9) if size > self.max_bytes else 0
 
-    def set(self, entry: Entry, now: float) -> None:
+    def set(self, entry: Entry, now: float, *, replace: bool = True) -> None:
+        """Write ``entry``; ``replace=False`` (promotion) leaves a live row in place."""
+        try:
+            self._set(entry, now, replace)
+        except TierError as exc:
+            if not _is_full(exc.__cause__) or not self._make_room(now, entry.size):
+                raise
+            self._set(entry, now, replace)  # a second failure is the caller's miss
+
+    def _set(self, entry: Entry, now: float, replace: bool) -> None:
         evicted: list[tuple[str, str]] = []
-        touched, expired = self._take_pending()
+        touched, expired = self._take_pending(now)
         with self._write() as conn:
-            conn.execute(_UPSERT, (entry.key, entry.namespace, entry.partition, now,
-                                   entry.expires, now, entry.size, entry.raw))
-            conn.execute(_DEL_TAGS, (entry.key,))
-            if entry.tags:
-                conn.executemany(_ADD_TAG, [(entry.namespace, t, entry.key) for t in entry.tags])
+            cur = conn.execute(_UPSERT if replace else _PROMOTE,
+                               (entry.key, entry.namespace, entry.partition, now,
+                                entry.expires, now, entry.size, entry.raw))
+            if cur.rowcount:  # 0: promotion found a live row and left it (and its tags)
+                conn.execute(_DEL_TAGS, (entry.key,))
+                if entry.tags:
+                    conn.executemany(_ADD_TAG,
+                                     [(entry.namespace, t, entry.key) for t in entry.tags])
             if touched:
                 conn.executemany(_TOUCH, touched)
             if expired:
-                conn.executemany(_DEL_KEY, expired)
+                conn.executemany(_DEL_EXPIRED, expired)
             excess = self._cull_plan(conn.execute(_SIZE).fetchone()[0])
             if excess:
                 evicted = self._cull(conn, now, excess)
@@ -369,10 +469,42 @@ class SqliteTier:
             conn.executemany(_DEL_KEY, take)
         return evicted
 
-    def _report_evicted(self, evicted: list[tuple[str, str]]) -> None:
+    def _report_evicted(self, evicted: list[tuple[str, str]], reason: str = "capacity") -> None:
         if self._emit is not None:
             for ns, key in evicted:
-                self._emit(Evicted(ns, key, "l2"))
+                self._emit(Evicted(ns, key, "l2", reason))
+
+    def _make_room(self, now: float, need: int) -> bool:
+        """The file hit a hard limit (``max_page_count``, a full disk) below
+        ``max_bytes``: drop the expired and the least recently used entries, a tenth
+        of the bytes and at least twice the new entry, so writes go on (SQLite
+        reuses the freed pages).  False, evicting nothing, for an entry larger than
+        all the others together: emptying the cache would not make it fit."""
+        evicted: list[tuple[str, str]] = []
+        with self._write() as conn:
+            total = conn.execute(_SIZE).fetchone()[0]
+            if need > total:
+                return False
+            conn.execute("DELETE FROM entries WHERE expire_time <= ?", (now,))
+            conn.execute("DELETE FROM news WHERE at < ?", (now - 5.0,))
+            goal = max(2 * need, total // 10)
+            while goal > 0:
+                rows = conn.execute(
+                    "SELECT key, ns, size FROM entries ORDER BY access_time LIMIT 256"
+                ).fetchall()
+                if not rows:
+                    break
+                take: list[tuple[str]] = []
+                for key, ns, size in rows:
+                    take.append((key,))
+                    evicted.append((ns, key))
+                    goal -= size
+                    if goal <= 0:
+                        break
+                conn.executemany(_DEL_KEY, take)
+        _log.warning("rag-cache: %s is full; evicted %d entries", self.path, len(evicted))
+        self._report_evicted(evicted, "full")
+        return True
 
     def delete(self, refs: Iterable[Ref]) -> None:
         keys = [(r.key,) for r in refs]
@@ -454,6 +586,16 @@ class SqliteTier:
 
     def publish_many(self, messages: Sequence[tuple[str, str, str, str]]) -> None:
         """Append (origin, namespace, kind, body) rows in one transaction."""
+        try:
+            self._publish_many(messages)
+        except TierError as exc:
+            # A full file must not swallow news (peers' L1 would miss invalidations).
+            need = sum(len(m[3]) for m in messages)
+            if not _is_full(exc.__cause__) or not self._make_room(time.time(), need):
+                raise
+            self._publish_many(messages)
+
+    def _publish_many(self, messages: Sequence[tuple[str, str, str, str]]) -> None:
         now = time.time()
         with self._write() as conn:
             conn.executemany("INSERT INTO news (at, origin, ns, kind, body) VALUES (?, ?, ?, ?, ?)",
@@ -468,7 +610,8 @@ class SqliteTier:
         """News rows with ``seq > after``: (seq, origin, ns, kind, body)."""
         with self._guard():
             rows = self._conn().execute(
-                "SELECT seq, origin, ns, kind, body FROM news WHERE seq > ? ORDER BY seq LIMIT 1000",
+                "SELECT seq, origin, ns, kind, body FROM news WHERE seq > ? "
+                "ORDER BY seq LIMIT 1000",
                 (after,),
             ).fetchall()
         return [tuple(r) for r in rows]  # type: ignore[misc]
@@ -491,18 +634,27 @@ class SqliteTier:
 
     async def _aconn(self) -> tuple[aiosqlite.Connection, asyncio.Lock]:
         loop = asyncio.get_running_loop()
+        if time.monotonic() - self._checked > _RECHECK:
+            self._follow()
         pair = self._async.get(loop)
+        if pair is not None and self._async_gen.get(loop) != self._generation:
+            # The file was replaced: this connection still points at the old one.
+            self._async.pop(loop, None)
+            pair[0].stop()
+            pair = None
         if pair is None:
             if self._closed:
                 raise TierError("L2 is closed")
-            pending = aiosqlite.connect(self.path, timeout=self._timeout, isolation_level=None)
+            pending = aiosqlite.connect(self._rw_uri, uri=True, timeout=self._timeout,
+                                        isolation_level=None)
             # A forgotten close must not keep the interpreter alive at exit.
             thread = getattr(pending, "_thread", None)
             if thread is not None:
                 thread.daemon = True
             conn = await pending
-            await conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-            await conn.execute("PRAGMA synchronous = NORMAL")
+            for sql in self._pragma_sql():
+                await conn.execute(sql)
+            self._async_gen[loop] = self._generation
             pair = self._async.setdefault(loop, (conn, asyncio.Lock()))
             if pair[0] is not conn:
                 await conn.close()
@@ -543,8 +695,12 @@ class SqliteTier:
     async def aget_many(self, refs: Sequence[Ref], now: float) -> dict[str, Entry]:
         return self.get_many(refs, now)
 
-    async def aset(self, entry: Entry, now: float) -> None:
-        touched, expired = self._take_pending()
+    async def aset(self, entry: Entry, now: float, *, replace: bool = True) -> None:
+        if not replace:
+            # Promotion (rare: an L3 hit) needs the conditional tag rewrite of ``set``.
+            await asyncio.to_thread(self.set, entry, now, replace=False)
+            return
+        touched, expired = self._take_pending(now)
         stmts: list[tuple[str, Any, bool]] = [
             (_UPSERT, (entry.key, entry.namespace, entry.partition, now, entry.expires, now,
                        entry.size, entry.raw), False),
@@ -555,9 +711,15 @@ class SqliteTier:
         if touched:
             stmts.append((_TOUCH, touched, True))
         if expired:
-            stmts.append((_DEL_KEY, expired, True))
+            stmts.append((_DEL_EXPIRED, expired, True))
         stmts.append((_SIZE, (), False))
-        rows = await self._arun(stmts)
+        try:
+            rows = await self._arun(stmts)
+        except TierError as exc:
+            if not _is_full(exc.__cause__) or not await asyncio.to_thread(
+                    self._make_room, now, entry.size):
+                raise
+            rows = await self._arun(stmts)
         if self._cull_plan(rows[-1][0][0]):
             # Rare: cull on the sync path in a worker thread rather than re-implementing it.
             await asyncio.to_thread(self._cull_now, now)
@@ -578,7 +740,8 @@ class SqliteTier:
             return []
         select, delete, untag = _invalidation_sql(len(tags))
         args = (namespace, *tags)
-        rows = await self._arun([(select, args, False), (delete, args, False), (untag, args, False)])
+        rows = await self._arun([(select, args, False), (delete, args, False),
+                                 (untag, args, False)])
         return [Ref(*r) for r in rows[0]]
 
     async def aclear(self, namespace: str | None = None) -> None:
