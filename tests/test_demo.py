@@ -123,9 +123,24 @@ def test_the_printed_figures_are_what_analytics_recorded(tmp_path: Path) -> None
 
 
 @pytest.mark.slow
+def test_the_tuner_acts_at_chain_boundaries_and_the_summary_says_so(tmp_path: Path) -> None:
+    # The shadow simulation behind L1 growth wants 256 sampled lookups: a longer run.
+    run, s, text = _run(tmp_path, questions=300, l1_max_entries=16, latency_scale=0.0,
+                        report=None)
+    t = s["tuning"]
+    assert t["windows"] == 15  # one per 20 questions, closed by ChainBoundary events
+    changes = [d for d in t["decisions"] if d["kind"] == "change"]
+    assert changes and changes[0]["action"] == "increase_l1"
+    assert t["settings"]["l1_max_entries"] == changes[-1]["new"]["max_entries"] > 16
+    assert run.outcomes and s["consistent"]
+    assert re.search(rf"window {changes[0]['window']}: change\s+│ increase_l1: "
+                     rf"max_entries 16 -> {changes[0]['new']['max_entries']}", text)
+
+
+@pytest.mark.slow
 @pytest.mark.redis
 def test_with_redis_as_l3(tmp_path: Path, redis_url: str) -> None:
-    run, s, text = _run(tmp_path, questions=24, redis_url=redis_url, report=None)
+    _, s, text = _run(tmp_path, questions=24, redis_url=redis_url, report=None)
     assert s["consistent"] and s["redis"]["status"] == "ok"
     assert s["ground_truth"]["false_hits"] == 0
     assert "L3 Redis" in text
@@ -157,7 +172,7 @@ def test_rag_cache_demo_quick_command(tmp_path: Path) -> None:
     assert found and found.group(1) == found.group(2) and int(found.group(2)) >= 5
     assert re.search(r"false hits\s+│ 0 ", out)
     assert re.search(r"answers, marks and tokens agree with analytics\s+│ yes", out)
-    for line in ("Answer-cache lookups: 40", "Saved by the cache", "Health",
+    for line in ("Answer-cache lookups: 40", "Saved by the cache", "Health (whole run)",
                  "Recommendations", "Warming and tuning"):
         assert line in out
     report = tmp_path / ".rag-cache" / "demo-report.html"

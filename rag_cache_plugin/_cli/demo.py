@@ -12,8 +12,8 @@ QUICK_QUESTIONS = 40
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--questions", type=int, default=120, metavar="N",
-                        help="questions in the workload (default 120)")
+    parser.add_argument("--questions", type=int, default=360, metavar="N",
+                        help="questions in the workload (default 360)")
     parser.add_argument("--quick", action="store_true",
                         help=f"a short run: {QUICK_QUESTIONS} questions")
     parser.add_argument("--redis-url", default=None, metavar="URL",

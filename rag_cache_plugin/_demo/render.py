@@ -124,15 +124,14 @@ def _health(s: dict[str, Any]) -> Table:
     rows = [("score", f"[{colour}]{h['score']:.0f}/100 ({h['status']})[/]")]
     rows += [(f"- {f['name']}", f"-{f['lost']:.1f}: {f['detail']}")
              for f in h["breakdown"] if f["lost"] > 0]
-    fired = [a for a in s["alerts"] if a["state"] == "fired"]
-    rows.append(("alerts fired", ", ".join(
-        f"{a['rule']} ({a['severity']})" for a in fired) or "none"))
-    rows.append(("alerts still active", ", ".join(s["active_alerts"]) or "none"))
-    return _kv("Health", rows)
+    rows.append(("alerts", ", ".join(
+        f"{a['rule']} ({a['severity']}) {a['state']}" for a in s["alerts"]) or "none fired"))
+    rows.append(("alerts active at the end", ", ".join(s["active_alerts"]) or "none"))
+    return _kv("Health (whole run)", rows)
 
 
 def _recommendations(s: dict[str, Any]) -> Table:
-    t = Table(title="Recommendations", title_justify="left")
+    t = Table(title="Recommendations (whole run)", title_justify="left")
     for col in ("priority", "action", "why"):
         t.add_column(col, overflow="fold")
     for r in s["recommendations"]:
@@ -142,15 +141,28 @@ def _recommendations(s: dict[str, Any]) -> Table:
     return t
 
 
+def _change(old: Any, new: Any) -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return ", ".join(f"{k} {old.get(k)} -> {v}" for k, v in new.items() if old.get(k) != v)
+    return f"{old} -> {new}"
+
+
 def _engines(s: dict[str, Any]) -> Table:
     rows: list[tuple[str, str]] = []
     w = s["warming"]
     rows.append(("warming", "not run: rag_cache_plugin.warming is not in this installation"
                  if w is None else ", ".join(f"{k} {v}" for k, v in w.items())))
-    if s["tuning"]:
-        rows += [(f"tuning {i + 1}", str(d)) for i, d in enumerate(s["tuning"])]
-    else:
-        rows.append(("tuning", "no decisions"))
+    t = s["tuning"]
+    rows.append(("tuner", f"strategy {t['strategy']}, {t['windows']} windows judged at "
+                          "chain boundaries"))
+    for d in t["decisions"]:
+        what = d["reason"] if d["kind"] in ("keep", "rollback") else (
+            f"{d['action']}: {_change(d['old'], d['new'])} ({d['reason']})")
+        rows.append((f"window {d['window']}: {d['kind']}", what))
+    if not t["decisions"]:
+        rows.append(("decisions", "none (no rule had the evidence to act)"))
+    settings = t["settings"]
+    rows.append(("settings now", ", ".join(f"{k}={v}" for k, v in settings.items())))
     return _kv("Warming and tuning", rows)
 
 

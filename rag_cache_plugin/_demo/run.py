@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ PRICE = (2.50, 10.00)
 
 @dataclass(frozen=True, slots=True)
 class DemoOptions:
-    questions: int = 120
+    questions: int = 360
     latency_scale: float = 0.25
     """Fraction of a hosted model's latency the local model sleeps."""
     seed: int = 7
@@ -81,6 +81,9 @@ class DemoRun:
     workload_seconds: float
     redis: dict[str, Any] | None = None
     tuning: list[dict[str, Any]] = field(default_factory=list)
+    """The tuner's decisions, oldest first."""
+    tuned: dict[str, Any] = field(default_factory=dict)
+    """The tuner's settings at the end, and its windows."""
     warming: dict[str, Any] | None = None
 
 
@@ -110,6 +113,26 @@ def _redis_info(app: Any, options: DemoOptions) -> dict[str, Any] | None:
                 "problems": list(report.problems)}
     finally:
         manager.close()
+
+
+def _tuner(app: Any, analytics: CacheAnalytics, options: DemoOptions) -> Any:
+    """A tuner that acts at chain boundaries (the callback handlers emit them)."""
+    from ..tuning import STRATEGIES, CacheTuner
+
+    # The aggressive strategy, with windows as short as the demo is: the stock
+    # ones want 300 to 2,000 lookups of evidence per window.
+    strategy = replace(STRATEGIES["aggressive"], name="aggressive (demo windows)",
+                       min_lookups=options.window)
+    # interval ~0: every boundary may close a window once it holds enough lookups.
+    return CacheTuner(app.cache, analytics, strategy=strategy, interval=1e-3,
+                      history_path=None)
+
+
+def _tuned(tuner: Any) -> dict[str, Any]:
+    config = tuner.get_current_config()
+    return {"strategy": tuner.strategy.name, "windows": tuner.brain.window,
+            "settings": {k: config[k] for k in ("l1_max_entries", "l1_policy", "default_ttl",
+                                                 "promote_to") if k in config}}
 
 
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
@@ -143,6 +166,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
         # Retrievals (from the retrieval cache or not) are reported on the answer
         # cache's bus, so analytics counts them beside the answers.
         stack.callback(RagCacheEventHandler.attach(app.cache).detach)
+        tuner = _tuner(app, analytics, options)
+        stack.callback(tuner.close)
         startup = time.perf_counter() - started
 
         outcomes = _ask_all(app, analytics, workload, options, progress)
@@ -167,7 +192,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
             report=report.resolve() if report else None, model_calls=app.model.calls,
             simulated_latency=(app.model.simulated_latency(0),
                                app.model.simulated_latency(1) - app.model.simulated_latency(0)),
-            startup_seconds=startup, workload_seconds=workload_seconds, redis=redis)
+            startup_seconds=startup, workload_seconds=workload_seconds, redis=redis,
+            tuning=[d.to_dict() for d in tuner.history], tuned=_tuned(tuner))
 
 
 def _ask_all(app: Any, analytics: CacheAnalytics, workload: list[Ask], options: DemoOptions,

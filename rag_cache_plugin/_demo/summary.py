@@ -104,7 +104,7 @@ def summarize(run: DemoRun) -> dict[str, Any]:
                    for a in run.alerts],
         "active_alerts": run.active_alerts,
         "recommendations": [r.to_dict() for r in run.recommendations],
-        "tuning": run.tuning,
+        "tuning": {"decisions": run.tuning, **run.tuned},
         "warming": run.warming,
         "redis": run.redis,
         "windows": run.windows,
