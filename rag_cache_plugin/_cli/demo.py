@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-scale", type=float, default=0.25, metavar="X",
                         help="simulated model latency as a fraction of a hosted model's "
                              "(default 0.25)")
+    parser.add_argument("--semantic-setting", choices=("strict", "balanced"), default="strict",
+                        help="the verifier's operating point (default strict: about 1%% "
+                             "false hits on Quora pairs; balanced: about 5%%, more "
+                             "paraphrases hit)")
     parser.add_argument("--seed", type=int, default=7, help="workload seed")
     parser.add_argument("--json", action="store_true",
                         help="print the summary as JSON (progress goes to stderr)")
@@ -67,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             url, label = cluster.url, "local cluster, removed after the run"
         options = DemoOptions(questions=QUICK_QUESTIONS if args.quick else args.questions,
                               latency_scale=args.latency_scale, seed=args.seed,
+                              semantic_setting=args.semantic_setting,
                               redis_url=url, redis_label=label, report=args.report)
         result = run_demo(options, console)
         summary = summarize(result)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from langchain_core.caches import BaseCache
 from langchain_core.globals import get_llm_cache, set_llm_cache
@@ -97,14 +97,16 @@ class DemoApp:
 
     def __init__(self, workdir: Path, *, redis_url: str | None = None,
                  latency_scale: float = 0.25, l1_max_entries: int = 32,
-                 top_k: int = 3) -> None:
+                 top_k: int = 3, semantic_setting: Literal["strict", "balanced"] = "strict",
+                 ) -> None:
         self.embedding = MiniLMEmbedding()
         redis = RedisConfig(url=redis_url, prefix=REDIS_PREFIX) if redis_url else None
 
         def cache(namespace: str, **options: Any) -> RagCache:
             return RagCache(CacheConfig(
                 namespace=namespace, sqlite_path=workdir / "cache.db", redis=redis,
-                semantic=SemanticConfig(embedder=self.embedding), **options))
+                semantic=SemanticConfig(embedder=self.embedding, setting=semantic_setting),
+                **options))
 
         self.cache = cache(ANSWERS, l1_max_entries=l1_max_entries)
         self.retrieval_cache = cache(RETRIEVALS)

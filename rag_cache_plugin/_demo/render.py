@@ -50,7 +50,7 @@ def _header(run: DemoRun, s: dict[str, Any]) -> Panel:
     return Panel(Group(
         f"{s['questions']} questions to Brightwell Home's support assistant "
         "(LlamaIndex retrieval + LangChain chat chain)",
-        f"cache: {tiers}; semantic matching with all-MiniLM-L6-v2",
+        f"cache: {tiers}; semantic matching with all-MiniLM-L6-v2 ({o.semantic_setting})",
         f"model: local simulation, {lat['base']:.0f} ms + {lat['per_output_token']:.2f} ms per "
         f"output token ({o.latency_scale:g} x a hosted model's 500 ms + 15 ms/token), "
         "priced at $2.50 / $10.00 per million input / output tokens",

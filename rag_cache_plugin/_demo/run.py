@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from rich.console import Console
 from rich.progress import (
@@ -39,6 +39,7 @@ class DemoOptions:
     latency_scale: float = 0.25
     """Fraction of a hosted model's latency the local model sleeps."""
     seed: int = 7
+    semantic_setting: Literal["strict", "balanced"] = "strict"
     redis_url: str | None = None
     redis_label: str = ""
     """How the summary names the Redis (e.g. "local cluster, 3 primaries")."""
@@ -154,7 +155,8 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
 
             app = DemoApp(workdir, redis_url=options.redis_url,
                           latency_scale=options.latency_scale,
-                          l1_max_entries=options.l1_max_entries)
+                          l1_max_entries=options.l1_max_entries,
+                          semantic_setting=options.semantic_setting)
             stack.callback(app.close)
         analytics = CacheAnalytics(
             app.cache, price_table={app.model.model_name: PRICE},

@@ -73,6 +73,8 @@ def summarize(run: DemoRun) -> dict[str, Any]:
     base, per_token = run.simulated_latency
     out: dict[str, Any] = {
         "questions": len(run.outcomes),
+        "semantic": {"model": "sentence-transformers/all-MiniLM-L6-v2",
+                     "setting": run.options.semantic_setting},
         "answers": {"asked": asked, "from_cache": cached, "model_calls": asked - cached,
                     "rate": _ratio(cached, asked)},
         "retrievals": {"asked": retrievals, "from_cache": cached_retrievals,
