@@ -137,7 +137,8 @@ class Codec:
         if self._aead:
             kid, aead = self._aead[0]
             nonce = os.urandom(12)
-            raw = _MAGIC + b"E " + kid + b"\n" + nonce + aead.encrypt(nonce, body, key)
+            sealed: bytes = aead.encrypt(nonce, body, key)
+            raw = _MAGIC + b"E " + kid + b"\n" + nonce + sealed
         elif self._sign:
             kid, secret = self._sign[0]
             mac = hmac.new(secret, key + b"\n" + body, hashlib.sha256).hexdigest().encode()

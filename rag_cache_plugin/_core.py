@@ -307,7 +307,7 @@ class RagCache:
         if isinstance(context, str) and len(question) + len(context) < _MEMO_MAX_CHARS:
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
-            self._memo[memo_key] = result  # type: ignore[index]
+            self._memo[memo_key] = result
         if ns not in self._watched:
             self._watched.add(ns)
             self.news.watch(ns)

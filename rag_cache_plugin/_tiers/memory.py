@@ -139,7 +139,7 @@ class MemoryTier:
                 victim = self._policy.victim()
                 if victim is None or victim not in self._data:
                     break
-                evicted.append(self._remove(victim))  # type: ignore[arg-type]
+                evicted.append(self._remove(victim))
         if self._emit is not None:
             for e in evicted:
                 self._emit(Evicted(e.namespace, e.key, "l1"))
@@ -195,7 +195,7 @@ class MemoryTier:
                 victim = self._policy.victim()
                 if victim is None or victim not in self._data:
                     break
-                evicted.append(self._remove(victim))  # type: ignore[arg-type]
+                evicted.append(self._remove(victim))
         if self._emit is not None:
             for e in evicted:
                 self._emit(Evicted(e.namespace, e.key, "l1"))

@@ -580,7 +580,7 @@ class SqliteTier:
             rows = self._conn().execute(
                 "SELECT partition, kind, name, value FROM semantic WHERE ns = ?", (namespace,)
             ).fetchall()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     # -- news for peers sharing the file ------------------------------------------
 
@@ -614,7 +614,7 @@ class SqliteTier:
                 "ORDER BY seq LIMIT 1000",
                 (after,),
             ).fetchall()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     def last_news(self) -> int:
         with self._guard():
