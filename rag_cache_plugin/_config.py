@@ -248,10 +248,8 @@ def reference_markdown() -> str:
         parts += [f"### {title}", "", "| option | default | environment | meaning |",
                   "|---|---|---|---|"]
         for name, info in model.model_fields.items():
-            if name in ("redis", "semantic"):
-                env = "see below"
-            else:
-                env = f"`{prefix}{name.upper()}`"
+            nested = name in ("redis", "semantic")
+            env = "see below" if nested else f"`{prefix}{name.upper()}`"
             doc = " ".join((info.description or "").split()).replace("|", "\\|")
             default = _default_text(info.get_default(call_default_factory=True))
             parts.append(f"| `{name}` | `{default}` | {env} | {doc} |")
