@@ -26,7 +26,7 @@ import orjson
 from ._entry import Entry
 from ._errors import ConfigError, CorruptEntryError, SignatureError
 
-__all__ = ["Codec", "derive_key", "loads"]
+__all__ = ["Codec", "derive_key", "loads", "value_digest"]
 
 _MAGIC = b"RC1 "
 _PRIMITIVES = (str, int, float, bool, type(None))
@@ -54,6 +54,15 @@ def loads(data: bytes | str) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         return json.loads(data)
+
+
+def value_digest(value: Any) -> str:
+    """A short hash of a JSON value, independent of key order."""
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # NaN, huge integers: the stdlib writes them
+        text = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
 def _kid(key: bytes) -> bytes:
