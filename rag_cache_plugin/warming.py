@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from ._analytics.prices import PriceLike, PriceTable
+from ._core import RagCache
 from ._flight import FlightTable
 from ._warming.execute import Executor, Retry
 from ._warming.log import QueryLog, default_log_path
@@ -46,7 +47,6 @@ from ._warming.tasks import Budget, WarmingTask, plan_tasks, question_tasks
 from ._warming.writer import LogWriter
 
 if TYPE_CHECKING:
-    from ._core import RagCache
     from ._events import EventBus
 
 __all__ = [
@@ -106,6 +106,9 @@ class CacheWarmer:
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        inner = getattr(cache, "cache", None)
+        if not isinstance(cache, RagCache) and isinstance(inner, RagCache):
+            cache = inner  # a RagLLMCache: warm the cache behind it
         self.cache = cache
         self.bus: EventBus = cache.bus
         self.namespace = cache.namespace

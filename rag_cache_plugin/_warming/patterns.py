@@ -207,9 +207,10 @@ def analyze(cache: RagCache, rows: Sequence[Row], now: float, s: Scoring,
     whether each is cached now (read from the tiers)."""
     hl = s.half_life
     window = observed_window(rows, now, hl)
-    # Only the heaviest rows are grouped: embedding a huge tail would cost more than
-    # warming it could ever save.
-    heavy = sorted(rows, key=lambda r: -decayed(r.weight, r.weight_at, now, hl))
+    # Questions only stored (never asked) are no pattern.  Only the heaviest rows are
+    # grouped: embedding a huge tail would cost more than warming it could ever save.
+    asked = [r for r in rows if r.total > 0]
+    heavy = sorted(asked, key=lambda r: -decayed(r.weight, r.weight_at, now, hl))
     families = group_rows(cache, heavy[: 2 * max_families], now, hl)
     families.sort(key=lambda f: -sum(decayed(r.weight, r.weight_at, now, hl) for r in f))
     families = families[:max_families]

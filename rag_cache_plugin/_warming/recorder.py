@@ -134,11 +134,13 @@ class Recorder:
         return out
 
     def _delta(self, key: str, namespace: str, partition: str, canonical: str,
-               question: str) -> Row:
+               question: str, *, asked: bool = True) -> Row:
+        """The delta of ``key``; ``question`` becomes its text when it was ``asked``
+        (a stored question only names a row nobody asked yet)."""
         d = self.deltas.get(key)
         if d is None:
             d = self.deltas[key] = Row(key, namespace, partition, canonical, question)
-        elif question:
+        elif question and asked:
             d.question = question
         return d
 
@@ -180,7 +182,8 @@ class Recorder:
     def _stored(self, ev: Stored, t: float, warming: bool) -> None:
         canonical = canonicalize(ev.question)
         if canonical and ev.partition:
-            d = self._delta(ev.key, ev.namespace, ev.partition, canonical, "")
+            d = self._delta(ev.key, ev.namespace, ev.partition, canonical, ev.question,
+                            asked=False)
             d.stored(ev.digest, ev.expires, t)
         if not warming and self.warmed.pop(ev.key, None) is not None:
             self.replaced.add(ev.key)  # a user's answer replaced the warmed one
@@ -224,7 +227,8 @@ class Recorder:
         canonical = canonicalize(ev.question)
         for r in reversed(self._recent.get(canonical, ())):
             if t - r.at <= ev.latency + _PAIR_SLACK:
-                d = self._delta(r.key, r.namespace, r.partition, canonical, "")
+                d = self._delta(r.key, r.namespace, r.partition, canonical, ev.question,
+                                asked=False)
                 d.computed_once(ev.latency, ev.input_tokens, ev.output_tokens,
                                 self.prices.cost(ev.model, ev.input_tokens, ev.output_tokens),
                                 ev.model)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.globals import set_llm_cache
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.output_parsers import StrOutputParser
@@ -90,8 +91,14 @@ async def cache(tmp_path: Path, clock: Clock) -> AsyncIterator[RagCache]:
         yield c
 
 
-def chain_for(cache: RagCache, warmer: CacheWarmer) -> tuple[Runnable[Any, str], UsageChatModel]:
-    model = UsageChatModel(cache=RagLLMCache(cache))
+def chain_for(cache: RagCache, warmer: CacheWarmer,
+              where: str = "model") -> tuple[Runnable[Any, str], UsageChatModel]:
+    """The chain, with ``RagLLMCache`` as the model's own cache or as the global one."""
+    if where == "global":
+        set_llm_cache(RagLLMCache(cache))
+        model = UsageChatModel()
+    else:
+        model = UsageChatModel(cache=RagLLMCache(cache))
     chain = (PROMPT | model | StrOutputParser()).with_config(
         callbacks=[CacheWarmingHandler(warmer)])
     return chain, model
@@ -106,11 +113,14 @@ def replay(chain: Runnable[Any, str], cache: RagCache, questions: list[str]) -> 
     return sum(isinstance(e, Hit) for e in events), sum(isinstance(e, Miss) for e in events)
 
 
+@pytest.mark.parametrize("where", ["model", "global"])
 async def test_a_chain_warms_the_cache_itself_and_the_replayed_workload_hits(
-        cache: RagCache, clock: Clock) -> None:
-    warmer = CacheWarmer(cache, budget=Budget(max_tasks=3), price_table=PRICES,
+        cache: RagCache, clock: Clock, where: str, global_cache_guard: None) -> None:
+    # The warmer may be given the LangChain cache: it warms the RagCache behind it.
+    warmer = CacheWarmer(RagLLMCache(cache), budget=Budget(max_tasks=3), price_table=PRICES,
                          scoring=Scoring(half_life=3600.0), flush_interval=None)
-    chain, model = chain_for(cache, warmer)
+    assert warmer.cache is cache
+    chain, model = chain_for(cache, warmer, where)
     assert replay(chain, cache, WORKLOAD) == (10, 5)
     patterns = {p.question: p for p in warmer.analyze_query_patterns()}
     p = patterns["When do you open?"]
