@@ -178,14 +178,16 @@ class Executor:
         attempt = 0
         for attempt in range(1, self.retry.retries + 2):
             token = METER.set(meter)
+            deadline = asyncio.timeout(self.retry.timeout)
             try:
                 with (self.cache.bypass([task.key]) if before is not None
                       else contextlib.nullcontext()):
-                    async with asyncio.timeout(self.retry.timeout):
+                    async with deadline:
                         out = await runner.run(task)
                 error = None
-            except TimeoutError:
-                error = TimeoutError(f"timed out after {self.retry.timeout:g} s")
+            except TimeoutError as exc:  # ours, or the runner's own (say, an HTTP timeout)
+                error = TimeoutError(f"timed out after {self.retry.timeout:g} s") \
+                    if deadline.expired() else exc
             except Exception as exc:  # reported, never allowed to stop the run
                 error = exc
             finally:
