@@ -102,6 +102,15 @@ class MemoryTier:
             self._emit(Expired(entry.namespace, key, "l1"))
         return None
 
+    def peek(self, key: str, now: float) -> Entry | None:
+        """The live entry under ``key`` without counting an access: background
+        readers (warming) must not sway the eviction policy."""
+        item = self._data.get(key)
+        if item is None:
+            return None
+        entry, deadline = item
+        return entry if deadline is None or deadline > now else None
+
     def get_many(self, refs: Sequence[Ref], now: float) -> dict[str, Entry]:
         out: dict[str, Entry] = {}
         for ref in refs:
