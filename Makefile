@@ -34,6 +34,7 @@ bench: $(STAMP) system-deps
 
 lint: $(STAMP)
 	$(PY) -m ruff check rag_cache_plugin integrations benchmarks tests
+	$(PY) -m mypy rag_cache_plugin integrations/langchain/langchain_rag_cache integrations/llama_index/llama_index_rag_cache
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

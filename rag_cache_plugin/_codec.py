@@ -27,7 +27,7 @@ import orjson
 from ._entry import Entry
 from ._errors import ConfigError, CorruptEntryError, SignatureError
 
-__all__ = ["Codec", "derive_key", "loads", "needs_exact_parse"]
+__all__ = ["Codec", "derive_key", "loads", "needs_exact_parse", "value_digest"]
 
 _MAGIC = b"RC1 "
 _PRIMITIVES = (str, int, float, bool, type(None))
@@ -68,6 +68,15 @@ def needs_exact_parse(value: Any) -> bool:
     except (orjson.JSONEncodeError, TypeError):
         return True
     return False
+
+
+def value_digest(value: Any) -> str:
+    """A short hash of a JSON value, independent of key order."""
+    try:
+        text = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # NaN, huge integers: the stdlib writes them
+        text = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
 def _kid(key: bytes) -> bytes:
@@ -137,7 +146,8 @@ class Codec:
         if self._aead:
             kid, aead = self._aead[0]
             nonce = os.urandom(12)
-            raw = _MAGIC + b"E " + kid + b"\n" + nonce + aead.encrypt(nonce, body, key)
+            sealed: bytes = aead.encrypt(nonce, body, key)
+            raw = _MAGIC + b"E " + kid + b"\n" + nonce + sealed
         elif self._sign:
             kid, secret = self._sign[0]
             mac = hmac.new(secret, key + b"\n" + body, hashlib.sha256).hexdigest().encode()

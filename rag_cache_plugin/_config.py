@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -20,7 +21,10 @@ _MiB = 1024 * 1024
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+    # Attribute docstrings become field descriptions: the README's reference is built
+    # from them, so code and documentation cannot drift apart.
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True,
+                              use_attribute_docstrings=True)
 
     def __init__(self, **data: Any) -> None:
         # Re-raise as ConfigError so callers can catch one type (it is a ValueError too).
@@ -37,8 +41,16 @@ class _Frozen(BaseModel):
             if raw is None:
                 continue
             origin = str(info.annotation)
-            # Tuples are comma-separated in the environment.
-            data[name] = [p for p in raw.split(",") if p] if "tuple" in origin else raw
+            # Tuples are comma-separated in the environment, mappings are JSON.
+            if "tuple" in origin:
+                data[name] = [p for p in raw.split(",") if p]
+            elif "dict" in origin or "Mapping" in origin:
+                try:
+                    data[name] = json.loads(raw)
+                except ValueError as exc:
+                    raise ConfigError(f"{prefix}{name.upper()} must be a JSON object") from exc
+            else:
+                data[name] = raw
         data.update(overrides)
         return cls(**data)
 
@@ -47,25 +59,36 @@ class RedisConfig(_Frozen):
     """The L3 tier: a standalone Redis, a Redis Cluster, or a Sentinel-managed primary."""
 
     url: str = "redis://localhost:6379/0"
+    """``redis://``, ``rediss://`` (TLS) or ``unix://`` address of a server or of any
+    cluster node."""
     cluster: bool | None = None
     """None detects a cluster from the server's ``INFO cluster``."""
     prefix: str = Field(default="ragc", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    """First segment of every key the cache writes (ACL rules can be limited to it)."""
     timeout: float = Field(default=0.25, gt=0, le=60)
     """Deadline of every L3 call, in seconds."""
     connect_timeout: float = Field(default=0.5, gt=0, le=60)
+    """Seconds to wait for a new connection."""
     breaker_threshold: int = Field(default=5, ge=1)
     """Consecutive failures that open the circuit breaker."""
     breaker_reset: float = Field(default=2.0, gt=0)
     """Seconds the breaker stays open before one probe call is let through."""
     max_connections: int = Field(default=64, ge=1)
+    """Connections per pool (per node of a cluster)."""
     username: str | None = None
+    """ACL user name."""
     password: SecretStr | None = None
+    """Password (of the ACL user, or ``requirepass``)."""
     ssl_ca_certs: str | None = None
+    """CA bundle that signs the server's certificate (TLS)."""
     ssl_certfile: str | None = None
+    """Client certificate, for servers that require one (TLS)."""
     ssl_keyfile: str | None = None
+    """Key of the client certificate."""
     sentinels: tuple[str, ...] = ()
     """``host:port`` of Redis Sentinels; the primary is looked up as ``sentinel_service``."""
     sentinel_service: str = "mymaster"
+    """Name under which the Sentinels know the primary."""
     news_maxlen: int = Field(default=10_000, ge=100)
     """Approximate length kept of each per-namespace news stream."""
 
@@ -86,7 +109,9 @@ class SemanticConfig(_Frozen):
     ``BaseEmbedding``, a sentence-transformers model, a model path/name, or any callable
     ``list[str] -> array``."""
     setting: Literal["strict", "balanced"] = "strict"
+    """"strict": about 1% false hits on the calibration pairs; "balanced": about 5%."""
     target_false_hit_rate: float | None = Field(default=None, gt=0, lt=0.5)
+    """A false-hit rate to calibrate the threshold for, instead of a setting."""
     threshold: float | None = Field(default=None, ge=0, le=1)
     """A raw decision threshold on the verifier's score; overrides ``setting``."""
     calibration: Path | None = None
@@ -118,6 +143,7 @@ class CacheConfig(_Frozen):
     """Everything a ``RagCache`` needs.  The default is memory only, exact matching."""
 
     namespace: str = Field(default="default", min_length=1, max_length=256)
+    """Tenant of the entries: lookups, invalidation and semantic search never cross it."""
     sqlite_path: Path | None = None
     """L2 file; None means no L2."""
     redis: RedisConfig | None = None
@@ -127,12 +153,15 @@ class CacheConfig(_Frozen):
     ttl: float | None = Field(default=None, gt=0, le=100 * 365 * 86_400)
     """Default time to live of an entry in seconds; None keeps entries until evicted."""
     l1_max_entries: int = Field(default=10_000, ge=0)
+    """Entries L1 holds at most; 0 turns L1 off."""
     l1_max_bytes: int = Field(default=128 * _MiB, ge=0)
+    """Bytes L1 holds at most (encoded size plus object overhead)."""
     l1_policy: str = DEFAULT_POLICY
     """L1 eviction policy: "tinylfu" (W-TinyLFU, the default), "lru", "lfu" or "s3fifo"."""
     l1_ttl: float | None = Field(default=None, gt=0)
     """Cap on how long L1 keeps an entry; bounds staleness if news from peers is lost."""
     l2_max_bytes: int = Field(default=1024 * _MiB, ge=_MiB)
+    """Size of the L2 file's entries beyond which the least recently used are culled."""
     max_entry_bytes: int = Field(default=4 * _MiB, ge=64)
     """Encoded values larger than this are not stored (an event says so)."""
     max_question_chars: int = Field(default=1_000_000, ge=1)
@@ -184,4 +213,46 @@ class CacheConfig(_Frozen):
         nested: dict[str, Any] = {}
         if "redis" not in overrides and env.get(_ENV_PREFIX + "REDIS_URL"):
             nested["redis"] = RedisConfig._from_env(env, _ENV_PREFIX + "REDIS_", {})
+        semantic = _ENV_PREFIX + "SEMANTIC_"
+        if "semantic" not in overrides and any(k.startswith(semantic) for k in env):
+            nested["semantic"] = SemanticConfig._from_env(env, semantic, {})
         return cls._from_env(env, _ENV_PREFIX, {**nested, **overrides})
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, dict) and not value:
+        return "{}"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(repr(v) for v in value) + ("," if len(value) == 1 else "") + ")"
+    if isinstance(value, int) and value >= _MiB and value % _MiB == 0:
+        return f"{value // _MiB} MiB"
+    if isinstance(value, int) and value >= 10_000:
+        return f"{value:,}".replace(",", "_")
+    return repr(value)
+
+
+def reference_markdown() -> str:
+    """The configuration reference of the README: every option, its default, its
+    environment variable and what it does."""
+    parts: list[str] = []
+    sections: list[tuple[type[_Frozen], str, str]] = [
+        (CacheConfig, _ENV_PREFIX, "CacheConfig"),
+        (RedisConfig, _ENV_PREFIX + "REDIS_", "RedisConfig (`CacheConfig(redis=...)`; "
+                                              "`RAG_CACHE_REDIS_URL` turns L3 on)"),
+        (SemanticConfig, _ENV_PREFIX + "SEMANTIC_", "SemanticConfig (`CacheConfig(semantic=...)`; "
+                                                    "any `RAG_CACHE_SEMANTIC_*` turns it on)"),
+    ]
+    for model, prefix, title in sections:
+        parts += [f"### {title}", "", "| option | default | environment | meaning |",
+                  "|---|---|---|---|"]
+        for name, info in model.model_fields.items():
+            nested = name in ("redis", "semantic")
+            env = "see below" if nested else f"`{prefix}{name.upper()}`"
+            doc = " ".join((info.description or "").split()).replace("|", "\\|")
+            default = _default_text(info.get_default(call_default_factory=True))
+            parts.append(f"| `{name}` | `{default}` | {env} | {doc} |")
+        parts.append("")
+    return "\n".join(parts).rstrip() + "\n"
+

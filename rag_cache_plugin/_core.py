@@ -8,20 +8,22 @@ never an exception: every L2/L3 call sits behind a circuit breaker.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from functools import partial
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._breaker import CircuitBreaker
-from ._codec import Codec, derive_key
+from ._codec import Codec, derive_key, value_digest
 from ._config import CacheConfig
 from ._entry import Entry
 from ._events import (
@@ -57,6 +59,8 @@ _MEMO_MAX_CHARS = 65_536  # longer prompts are hashed each time rather than pinn
 _ALL = "*"  # news namespace for clears of every namespace
 _REPLAY_MAX = 100_000  # deferred repairs kept during a long outage; the oldest go first
 _MAX_TTL = 100 * 365 * 86_400.0  # Redis refuses expiry times far beyond this
+# Keys whose lookups miss in this context (see ``RagCache.bypass``).
+_BYPASSED: ContextVar[frozenset[str]] = ContextVar("rag_cache_bypassed", default=frozenset())
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +251,8 @@ class RagCache:
 
             self.semantic = SemanticMatcher(self, config.semantic)
         self.flights = FlightTable(self, config.single_flight_timeout)
+        self._bypassing = 0  # contexts inside ``bypass()``: lookups check only while > 0
+        self._bypass_lock = threading.Lock()
         self.news.start()
 
     # -- plumbing -----------------------------------------------------------------
@@ -307,7 +313,7 @@ class RagCache:
         if isinstance(context, str) and len(question) + len(context) < _MEMO_MAX_CHARS:
             if len(self._memo) >= _MEMO_MAX:
                 self._memo.clear()
-            self._memo[memo_key] = result  # type: ignore[index]
+            self._memo[memo_key] = result
         if ns not in self._watched:
             self._watched.add(ns)
             self.news.watch(ns)
@@ -344,10 +350,26 @@ class RagCache:
                            1.0, question, entry.partition))
         return hit
 
-    def _miss(self, ref: Ref, started: float, question: str) -> None:
+    def _miss(self, ref: Ref, started: float, question: str, reason: str = "absent") -> None:
         if self.bus.active:
             self._emit(Miss(ref.namespace, ref.key, perf_counter() - started, question,
-                            partition=ref.partition))
+                            reason, ref.partition))
+
+    @contextlib.contextmanager
+    def bypass(self, keys: Iterable[str]) -> Iterator[None]:
+        """Inside this block (and in tasks and threads started from it) ``lookup`` and
+        ``alookup`` of these entry keys miss, so code that fills the cache itself (a
+        chain over ``RagLLMCache``) recomputes them; every other caller still hits
+        the current entries.  Warming's refresh-ahead uses it."""
+        token = _BYPASSED.set(_BYPASSED.get() | frozenset(keys))
+        with self._bypass_lock:
+            self._bypassing += 1
+        try:
+            yield
+        finally:
+            with self._bypass_lock:
+                self._bypassing -= 1
+            _BYPASSED.reset(token)
 
     # -- tier calls behind breakers (sync) ------------------------------------------
 
@@ -451,6 +473,9 @@ class RagCache:
             ref, canonical = self._ref(question, context, llm_string, namespace)
         except _Oversize as exc:
             self._oversize(namespace, exc.args[0], "question")
+            return None
+        if self._bypassing and ref.key in _BYPASSED.get():
+            self._miss(ref, started, question, "bypassed")
             return None
         entry = self.l1.find(ref.key, self._clock)
         if entry is not None:
@@ -582,7 +607,8 @@ class RagCache:
         self.news.publish(entry.namespace, "put", body)
         if self.bus.active:
             self._emit(Stored(entry.namespace, entry.key, tuple(done), entry.size,
-                              perf_counter() - started, entry.question, entry.partition))
+                              perf_counter() - started, entry.question, entry.partition,
+                              entry.expires, value_digest(entry.value)))
 
     # -- removal ------------------------------------------------------------------
 
@@ -807,6 +833,9 @@ class RagCache:
             ref, canonical = self._ref(question, context, llm_string, namespace)
         except _Oversize as exc:
             self._oversize(namespace, exc.args[0], "question")
+            return None
+        if self._bypassing and ref.key in _BYPASSED.get():
+            self._miss(ref, started, question, "bypassed")
             return None
         entry = self.l1.find(ref.key, self._clock)
         if entry is not None:

@@ -79,6 +79,11 @@ class Stored(CacheEvent):
     latency: float
     question: str = ""
     partition: str = ""
+    expires: float | None = None
+    """When the entry expires (None: never)."""
+    digest: str = ""
+    """A short hash of the stored value: two stores of one key with different
+    digests mean the answer changed on recomputation."""
 
 
 @dataclass(slots=True, unsafe_hash=True)

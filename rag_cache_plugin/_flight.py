@@ -10,6 +10,9 @@ explicitly (``RagCache.release``), when its asyncio task ends, or when its lease
 With L3 configured the leader also takes a short Redis lock (``SET NX PX``) so
 that followers in other processes and hosts poll for the leader's entry instead
 of calling the model again.  Any Redis trouble means "no lock": the caller leads.
+
+Background work (warming) uses a table of its own (another lock suffix) and
+``atry_lead``, which never waits: a key someone else computes is skipped.
 """
 
 from __future__ import annotations
@@ -84,10 +87,12 @@ class FlightTable:
     store, ``release`` when a leader gives up."""
 
     def __init__(self, cache: RagCache, timeout: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 lock_suffix: str = ":lock") -> None:
         self._cache = cache
         self.timeout = timeout
         self._clock = clock
+        self.lock_suffix = lock_suffix
         self._flights: dict[str, _Flight] = {}
         self._lock = threading.Lock()
         self._tasks: set[asyncio.Task[Any]] = set()  # pending unlocks (keep them referenced)
@@ -231,11 +236,13 @@ class FlightTable:
         token = uuid.uuid4().hex
         t = time.perf_counter()
         try:
-            ok = l3.client.set(_lock_key(l3, f.ref), token, nx=True,
+            ok = l3.client.set(self._lock_key(l3, f.ref), token, nx=True,
                                px=max(1, int(self.timeout * 1000)))
         except Exception as exc:
             self._cache._failed(l3, "lock", exc, f.ref.namespace, t)
             return False
+        # The gate above may have let this call through as the breaker's probe.
+        self._cache.breakers["l3"].success()
         if ok:
             f.token = token
             return False
@@ -244,7 +251,7 @@ class FlightTable:
     def _remote_held(self, l3: RedisTier, ref: Ref) -> bool:
         t = time.perf_counter()
         try:
-            return bool(l3.client.exists(_lock_key(l3, ref)))
+            return bool(l3.client.exists(self._lock_key(l3, ref)))
         except Exception as exc:
             self._cache._failed(l3, "lock", exc, ref.namespace, t)
             return False
@@ -255,11 +262,30 @@ class FlightTable:
             return
         t = time.perf_counter()
         try:
-            l3.client.eval(_UNLOCK, 1, _lock_key(l3, f.ref), f.token)  # type: ignore[arg-type]
+            l3.client.eval(_UNLOCK, 1, self._lock_key(l3, f.ref), f.token)  # type: ignore[arg-type]
         except Exception as exc:  # the lock expires on its own
             self._cache._failed(l3, "unlock", exc, f.ref.namespace, t)
 
+    def _lock_key(self, l3: RedisTier, ref: Ref) -> str:
+        # Beside the entry, in the same hash slot; `clear` removes it with the namespace.
+        return l3.data_key(ref) + self.lock_suffix
+
     # -- async ----------------------------------------------------------------------
+
+    async def atry_lead(self, ref: Ref) -> bool:
+        """Lead ``ref`` without waiting: True when the calling task now holds it (here
+        and, with L3, across processes) until ``alanded``/``arelease`` or the task's
+        end; False when another task or process does.  Redis trouble means "no lock"."""
+        f, leading = self._claim(ref, _owner())
+        if not leading:
+            return False
+        l3 = self._cache.l3
+        if l3 is None or f.token is not None:
+            return True
+        if await self._atry_lock(l3, f):  # a peer holds it
+            self._end(f.key, f)
+            return False
+        return True
 
     async def afollow(self, ref: Ref, question: str, started: float) -> CacheHit | None:
         """Async ``follow``: waiting never blocks the event loop."""
@@ -326,11 +352,13 @@ class FlightTable:
         t = time.perf_counter()
         try:
             client = await l3.aclient()
-            ok = await client.set(_lock_key(l3, f.ref), token, nx=True,
+            ok = await client.set(self._lock_key(l3, f.ref), token, nx=True,
                                   px=max(1, int(self.timeout * 1000)))
         except Exception as exc:
             self._cache._failed(l3, "lock", exc, f.ref.namespace, t)
             return False
+        # The gate above may have let this call through as the breaker's probe.
+        self._cache.breakers["l3"].success()
         if ok:
             f.token = token
             return False
@@ -340,7 +368,7 @@ class FlightTable:
         t = time.perf_counter()
         try:
             client = await l3.aclient()
-            return bool(await client.exists(_lock_key(l3, ref)))
+            return bool(await client.exists(self._lock_key(l3, ref)))
         except Exception as exc:
             self._cache._failed(l3, "lock", exc, ref.namespace, t)
             return False
@@ -352,11 +380,6 @@ class FlightTable:
         t = time.perf_counter()
         try:
             client = await l3.aclient()
-            await client.eval(_UNLOCK, 1, _lock_key(l3, f.ref), f.token)  # type: ignore[arg-type]
+            await client.eval(_UNLOCK, 1, self._lock_key(l3, f.ref), f.token)  # type: ignore[arg-type]
         except Exception as exc:
             self._cache._failed(l3, "unlock", exc, f.ref.namespace, t)
-
-
-def _lock_key(l3: RedisTier, ref: Ref) -> str:
-    # Beside the entry, in the same hash slot; `clear` removes it with the namespace.
-    return l3.data_key(ref) + ":lock"

@@ -67,7 +67,8 @@ class _Exact:
         return order, scores[order]
 
     def vectors(self, slots: np.ndarray) -> np.ndarray:
-        return self.mat[slots]
+        out: np.ndarray = self.mat[slots]
+        return out
 
     @property
     def nbytes(self) -> int:
@@ -284,7 +285,8 @@ class SemanticIndex:
             slot = self._slot.get(key)
             if slot is None:
                 return None
-            return self._store.vectors(np.array([slot]))[0].copy()
+            row: np.ndarray = self._store.vectors(np.array([slot]))[0].copy()
+            return row
 
     def keys(self) -> list[str]:
         with self.lock:

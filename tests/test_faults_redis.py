@@ -21,7 +21,7 @@ import pytest
 
 from rag_cache_plugin import CacheConfig, RagCache, RedisConfig
 from rag_cache_plugin._localredis import LocalCluster, LocalRedis
-from tests.support.load import L3Probe, Load, Truth, percentile, wait_for
+from tests.support.load import L3Probe, Load, SchedulerLag, Truth, percentile, wait_for
 
 TIMEOUT = 0.25
 """The L3 deadline of every call (RedisConfig.timeout)."""
@@ -54,6 +54,7 @@ class Outcome:
     errors: list[str]
     wrong: int
     io_max: float
+    """Slowest L3 read, less the scheduling stall the machine imposed meanwhile."""
     open_calls: int
     open_p99: float
     recover: float | None
@@ -72,6 +73,7 @@ def run_fault(cache: RagCache, fault: Callable[[], None], *, contexts: int = 8) 
         assert cache.store(truth.question(i), truth.value(i, ver), context=truth.context(i))
         truth.end(i, ver)
     probe = L3Probe(cache)
+    lag = SchedulerLag().__enter__()
     load = Load(cache, truth).start()
     try:
         time.sleep(1.0)
@@ -89,6 +91,7 @@ def run_fault(cache: RagCache, fault: Callable[[], None], *, contexts: int = 8) 
         wait_for(settled, RECOVERY + STABLE + 10.0, step=0.05)
     finally:
         load.stop()
+        lag.__exit__()
     t_end = time.perf_counter()
 
     after = probe.between(t_back)
@@ -131,6 +134,7 @@ def run_fault(cache: RagCache, fault: Callable[[], None], *, contexts: int = 8) 
         "l3_io_max_ms_async": max((c.seconds for c in calls if c.io and c.aio),
                                   default=0.0) * 1e3,
         "l3_io_slow": sum(1 for s in io if s > TIMEOUT + SLACK),
+        "thread_lag_ms": lag.thread_lag * 1e3, "loop_lag_ms": lag.loop_lag * 1e3,
         "l3_open_calls": len(short), "l3_open_p99_us": percentile(short, 0.99) * 1e6,
         "l3_open_max_us": max(short, default=0.0) * 1e6,
         "recover_s": recover if recover is not None else "never",
@@ -139,8 +143,13 @@ def run_fault(cache: RagCache, fault: Callable[[], None], *, contexts: int = 8) 
         "l3_ok_after": sum(1 for c in after if c.io and not c.failed),
         "l3_hits_after": l3_hits_after, "stale_in_l3": stale_in_l3,
     }
+    io_sync = max((c.seconds for c in calls if c.io and not c.aio), default=0.0)
+    io_async = max((c.seconds for c in calls if c.io and c.aio), default=0.0)
+    # The machine's own stalls (seen by a thread and a loop that run no cache code) are
+    # added to the bound; the cache's time beyond its deadline is not excused.
+    over = max(io_sync - lag.thread_lag, io_async - lag.loop_lag, 0.0)
     return Outcome(
-        figures, load.errors, outcomes["wrong"], max(io, default=0.0), len(short),
+        figures, load.errors, outcomes["wrong"], over, len(short),
         percentile(short, 0.99), recover,
         sum(1 for c in after if c.io and not c.failed), l3_hits_after,
         load.outcomes(settled_from)["stale"], stale_in_l3)
@@ -151,7 +160,8 @@ def check(out: Outcome, *, expect_open: bool) -> None:
     f = out.figures
     assert out.errors == [], out.errors[:5]
     assert out.wrong == 0, f
-    assert out.io_max <= TIMEOUT + SLACK, f"an L3 read took {out.io_max:.3f}s: {f}"
+    assert out.io_max <= TIMEOUT + SLACK, \
+        f"an L3 read took {out.io_max:.3f}s beyond the machine's own stalls: {f}"
     if expect_open:
         assert out.open_calls > 0, f"the breaker never opened: {f}"
     assert out.open_p99 <= OPEN_COST_P99, f"open-breaker L3 cost p99 too high: {f}"

@@ -21,8 +21,23 @@ from _tuning_helpers import (
     semantic_conversations,
 )
 
-from rag_cache_plugin import SemanticConfig
+from rag_cache_plugin import MatchVerifier, SemanticConfig
 from rag_cache_plugin.tuning import DEFAULT_RULES, TuningBounds, TuningReport
+
+# The table embedder is an unknown model: the verifier's generic calibration applies.
+BALANCED = MatchVerifier.for_model(TableEmbedder.model_id, "balanced")
+STRICT = MatchVerifier.for_model(TableEmbedder.model_id, "strict")
+PARA_COS, ALIKE_COS = 0.99, 0.955  # both pass "balanced"; only the first passes "strict"
+TEXT = ("how do i configure a with b and c", "how would i configure a with b and c")
+
+
+def score(cos: float) -> float:
+    return BALANCED.verify(TEXT[1], TEXT[0], cos).score
+
+
+def test_the_workload_cosines_straddle_the_settings() -> None:
+    assert score(ALIKE_COS) >= BALANCED.threshold and score(PARA_COS) >= STRICT.threshold
+    assert score(ALIKE_COS) < STRICT.threshold
 
 
 @pytest.fixture
@@ -68,7 +83,8 @@ def test_reported_false_hits_tighten_the_threshold_until_within_the_bound(
         tmp_path: Path, rigs: list[Rig]) -> None:
     rig, emb = semantic_rig(tmp_path, "balanced")
     rigs.append(rig)
-    convs = semantic_conversations(emb, 300 * 5, random.Random(1))
+    convs = semantic_conversations(emb, 300 * 5, random.Random(1), paraphrase=PARA_COS,
+                                   look_alike=ALIKE_COS)
     thresholds = []
     for w in range(5):
         serve_conversations(rig, convs, w)
@@ -77,8 +93,8 @@ def test_reported_false_hits_tighten_the_threshold_until_within_the_bound(
     assert first["false_hit_rate"] == pytest.approx(1 / 3)  # 1 look-alike per 2 paraphrases
     assert first["false_hit_excess"] == pytest.approx(1 / 3 - 0.05)
     change = next(d for d in rig.tuner.history if d.action == "tighten_semantic")
-    assert change.old == {"threshold": pytest.approx(0.902)}
-    assert change.new["threshold"] > 0.93 and "above the 5% bound" in change.reason
+    assert change.old == {"threshold": pytest.approx(BALANCED.threshold)}
+    assert change.new["threshold"] > BALANCED.threshold and "above the 5% bound" in change.reason
     # Within three windows the false-hit rate is under the strict setting's 1%.
     reached = next(i for i, r in enumerate(rig.reports, 1) if r.metrics["false_hit_rate"]
                    is not None and r.metrics["false_hit_rate"] <= 0.01)
@@ -86,7 +102,8 @@ def test_reported_false_hits_tighten_the_threshold_until_within_the_bound(
     for r in rig.reports[reached - 1:]:
         assert r.metrics["false_hit_rate"] <= 0.01
         assert r.metrics["semantic_hit_rate"] == pytest.approx(0.5)  # paraphrases still hit
-    assert min(thresholds) >= 0.902  # never looser than the chosen setting
+    assert min(thresholds) >= BALANCED.threshold  # never looser than the chosen setting
+    assert max(thresholds) > score(ALIKE_COS) >= BALANCED.threshold
     assert not [d for d in rig.tuner.history if d.kind == "rollback"]
     print(f"semantic: false-hit rate <= 1% in window {reached}; thresholds {thresholds}")
 
@@ -101,19 +118,21 @@ def test_the_threshold_relaxes_back_to_the_chosen_setting_and_never_past_it(
     rng = random.Random(2)
     # Phase 1: look-alikes reported wrong; phase 2: only right paraphrases that need
     # the balanced threshold (cosine 0.93), so strictness now costs hits.
-    noisy = semantic_conversations(emb, 300 * 3, rng)
+    noisy = semantic_conversations(emb, 300 * 3, rng, paraphrase=PARA_COS,
+                                   look_alike=ALIKE_COS)
     for w in range(3):
         serve_conversations(rig, noisy, w)
     tightened = rig.cache.semantic.verifier.threshold  # type: ignore[union-attr]
-    assert tightened > 0.93
-    quiet = semantic_conversations(emb, 300 * 6, rng, paraphrase=0.93, look_alike=0.93)
+    assert tightened > score(ALIKE_COS)
+    quiet = semantic_conversations(emb, 300 * 6, rng, paraphrase=ALIKE_COS,
+                                   look_alike=ALIKE_COS)
     for w in range(3, 9):
         serve_conversations(rig, quiet, w, look_alikes=False)
-        assert rig.cache.semantic.verifier.threshold >= 0.902  # type: ignore[union-attr]
+        assert rig.cache.semantic.verifier.threshold >= BALANCED.threshold  # type: ignore[union-attr]
     relax = [d for d in rig.tuner.history if d.action == "relax_semantic"]
-    assert relax[0].kind == "change" and relax[0].new == {"threshold": pytest.approx(0.902)}
-    assert relax[1].kind == "keep"
-    assert rig.cache.semantic.verifier.threshold == pytest.approx(0.902)  # type: ignore[union-attr]
+    assert relax[0].kind == "change"
+    assert rig.cache.semantic.verifier.threshold == pytest.approx(BALANCED.threshold)  # type: ignore[union-attr]
+    assert relax[-1].kind == "keep"
     assert rig.reports[-1].metrics["semantic_hit_rate"] == pytest.approx(0.75)
     need = rig.tuner.analyze_tuning_need(rig.reports[-1].metrics)
     assert not need.needed and need.metrics["semantic_tightening"] == pytest.approx(0.0)
@@ -125,15 +144,18 @@ def test_the_semantic_knob_respects_the_user_setting(tmp_path: Path, rigs: list[
     rig, _ = semantic_rig(tmp_path, "strict")
     rigs.append(rig)
     knob = rig.tuner.knobs.semantic
-    assert knob is not None and (knob.floor, knob.target) == (pytest.approx(0.959), 0.01)
+    bound = STRICT.threshold
+    assert knob is not None and (knob.floor, knob.target) == (pytest.approx(bound), 0.01)
     assert knob.propose_relax({}) == ("the semantic threshold is at the calibrated bound "
-                                      "of the chosen setting (0.959)")
+                                      f"of the chosen setting ({bound:g})")
     knob.set({"threshold": 0.5})  # below the bound: held at the bound
-    assert rig.cache.semantic.verifier.threshold == pytest.approx(0.959)  # type: ignore[union-attr]
+    assert rig.cache.semantic.verifier.threshold == pytest.approx(bound)  # type: ignore[union-attr]
     tighter = knob.propose_tighten({"false_hit_rate": 0.1, "false_hit_reports": 3})
-    assert not isinstance(tighter, str) and tighter.new["threshold"] == pytest.approx(0.9795)
+    assert not isinstance(tighter, str)
+    assert tighter.new["threshold"] == pytest.approx(min(STRICT.tighten(bound), 0.99))
+    assert tighter.new["threshold"] > bound
     config = rig.tuner.get_current_config()["semantic"]
-    assert config == {"threshold": pytest.approx(0.959), "floor": pytest.approx(0.959),
+    assert config == {"threshold": pytest.approx(bound), "floor": pytest.approx(bound),
                       "target_false_hit_rate": 0.01, "setting": "strict"}
     off = make_rig(tmp_path / "off", tuner={"bounds": TuningBounds(semantic=False)})
     rigs.append(off)
@@ -147,7 +169,8 @@ def test_false_hit_reports_are_a_bound_to_reach_not_noise(tmp_path: Path,
     """Without the tuner, per-partition learning leaves the rate where it was."""
     rig, emb = semantic_rig(tmp_path, "balanced", dry_run=True)
     rigs.append(rig)
-    convs = semantic_conversations(emb, 300 * 3, random.Random(3))
+    convs = semantic_conversations(emb, 300 * 3, random.Random(3), paraphrase=PARA_COS,
+                                   look_alike=ALIKE_COS)
     for w in range(3):
         serve_conversations(rig, convs, w)
     assert [r.metrics["false_hit_rate"] for r in rig.reports] == [pytest.approx(1 / 3)] * 3

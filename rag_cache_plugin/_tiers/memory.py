@@ -102,6 +102,15 @@ class MemoryTier:
             self._emit(Expired(entry.namespace, key, "l1"))
         return None
 
+    def peek(self, key: str, now: float) -> Entry | None:
+        """The live entry under ``key`` without counting an access: background
+        readers (warming) must not sway the eviction policy."""
+        item = self._data.get(key)
+        if item is None:
+            return None
+        entry, deadline = item
+        return entry if deadline is None or deadline > now else None
+
     def get_many(self, refs: Sequence[Ref], now: float) -> dict[str, Entry]:
         out: dict[str, Entry] = {}
         for ref in refs:
@@ -139,7 +148,7 @@ class MemoryTier:
                 victim = self._policy.victim()
                 if victim is None or victim not in self._data:
                     break
-                evicted.append(self._remove(victim))  # type: ignore[arg-type]
+                evicted.append(self._remove(victim))
         if self._emit is not None:
             for e in evicted:
                 self._emit(Evicted(e.namespace, e.key, "l1"))
@@ -195,7 +204,7 @@ class MemoryTier:
                 victim = self._policy.victim()
                 if victim is None or victim not in self._data:
                     break
-                evicted.append(self._remove(victim))  # type: ignore[arg-type]
+                evicted.append(self._remove(victim))
         if self._emit is not None:
             for e in evicted:
                 self._emit(Evicted(e.namespace, e.key, "l1"))

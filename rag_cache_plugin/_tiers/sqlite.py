@@ -22,7 +22,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,7 @@ _SEMANTIC_MERGE = {
 }
 _NEWS_KEEP = 600.0  # seconds of news kept for peers that poll
 _NEWS_MIN_ROWS = 10_000  # ... and at least this many rows
+_FULL_RETRIES = 3
 
 _CORRUPTION_MARKERS = ("malformed", "not a database", "file is encrypted", "disk image")
 _RECHECK = 1.0  # seconds between checks that the path still names the file we use
@@ -422,12 +423,20 @@ class SqliteTier:
 
     def set(self, entry: Entry, now: float, *, replace: bool = True) -> None:
         """Write ``entry``; ``replace=False`` (promotion) leaves a live row in place."""
-        try:
-            self._set(entry, now, replace)
-        except TierError as exc:
-            if not _is_full(exc.__cause__) or not self._make_room(now, entry.size):
-                raise
-            self._set(entry, now, replace)  # a second failure is the caller's miss
+        self._with_room(lambda: self._set(entry, now, replace), entry.size)
+
+    def _with_room(self, write: Callable[[], None], need: int) -> None:
+        """Run ``write``; when the file is full, make room and try again.  A few rounds,
+        because a concurrent writer (another thread, the news feed, another process)
+        may take the freed pages first; then the failure is the caller's miss."""
+        for attempt in range(_FULL_RETRIES + 1):
+            try:
+                write()
+                return
+            except TierError as exc:
+                if (attempt == _FULL_RETRIES or not _is_full(exc.__cause__)
+                        or not self._make_room(time.time(), need)):
+                    raise
 
     def _set(self, entry: Entry, now: float, replace: bool) -> None:
         evicted: list[tuple[str, str]] = []
@@ -580,20 +589,14 @@ class SqliteTier:
             rows = self._conn().execute(
                 "SELECT partition, kind, name, value FROM semantic WHERE ns = ?", (namespace,)
             ).fetchall()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     # -- news for peers sharing the file ------------------------------------------
 
     def publish_many(self, messages: Sequence[tuple[str, str, str, str]]) -> None:
         """Append (origin, namespace, kind, body) rows in one transaction."""
-        try:
-            self._publish_many(messages)
-        except TierError as exc:
-            # A full file must not swallow news (peers' L1 would miss invalidations).
-            need = sum(len(m[3]) for m in messages)
-            if not _is_full(exc.__cause__) or not self._make_room(time.time(), need):
-                raise
-            self._publish_many(messages)
+        # A full file must not swallow news (peers' L1 would miss invalidations).
+        self._with_room(lambda: self._publish_many(messages), sum(len(m[3]) for m in messages))
 
     def _publish_many(self, messages: Sequence[tuple[str, str, str, str]]) -> None:
         now = time.time()
@@ -614,7 +617,7 @@ class SqliteTier:
                 "ORDER BY seq LIMIT 1000",
                 (after,),
             ).fetchall()
-        return [tuple(r) for r in rows]  # type: ignore[misc]
+        return [tuple(r) for r in rows]
 
     def last_news(self) -> int:
         with self._guard():
@@ -713,13 +716,14 @@ class SqliteTier:
         if expired:
             stmts.append((_DEL_EXPIRED, expired, True))
         stmts.append((_SIZE, (), False))
-        try:
-            rows = await self._arun(stmts)
-        except TierError as exc:
-            if not _is_full(exc.__cause__) or not await asyncio.to_thread(
-                    self._make_room, now, entry.size):
-                raise
-            rows = await self._arun(stmts)
+        for attempt in range(_FULL_RETRIES + 1):  # as ``_with_room``
+            try:
+                rows = await self._arun(stmts)
+                break
+            except TierError as exc:
+                if (attempt == _FULL_RETRIES or not _is_full(exc.__cause__)
+                        or not await asyncio.to_thread(self._make_room, now, entry.size)):
+                    raise
         if self._cull_plan(rows[-1][0][0]):
             # Rare: cull on the sync path in a worker thread rather than re-implementing it.
             await asyncio.to_thread(self._cull_now, now)

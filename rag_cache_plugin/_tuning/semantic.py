@@ -25,8 +25,8 @@ _CEILING = 0.99  # stricter than this, semantic matching is as good as off
 
 
 class SemanticKnob:
-    """Reads and replaces ``matcher.verifier`` (a new verifier with another threshold:
-    the verifier's public constructor, no private state touched)."""
+    """Reads and replaces ``matcher.verifier`` (``with_threshold`` gives a verifier with
+    the same calibration and another threshold; no private state touched)."""
 
     def __init__(self, matcher: Any) -> None:
         from .._verifier import MatchVerifier
@@ -52,7 +52,7 @@ class SemanticKnob:
         t = min(max(round(float(value["threshold"]), 9), self.floor), 1.0)
         v = self.matcher.verifier
         if t != v.threshold:
-            self.matcher.verifier = type(v)(v.model_id, t, v.setting)
+            self.matcher.verifier = v.with_threshold(t)
 
     def metrics(self, m: Mapping[str, float | None]) -> dict[str, float | None]:
         """``false_hit_target``, ``false_hit_excess`` (observed minus target) and

@@ -305,3 +305,39 @@ def wait_for(cond: Callable[[], bool], timeout: float, step: float = 0.02) -> bo
             return True
         time.sleep(step)
     return cond()
+
+
+class SchedulerLag:
+    """How late this machine wakes a sleeping thread and a sleeping asyncio task, measured
+    on a thread and an event loop of their own that run no cache code: a deadline check
+    may excuse the machine's scheduling stalls, never the cache blocking its own loop."""
+
+    def __init__(self, period: float = 0.005) -> None:
+        self.period = period
+        self.thread_lag = 0.0
+        self.loop_lag = 0.0
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._sleeper, daemon=True),
+                         threading.Thread(target=lambda: asyncio.run(self._aloop()), daemon=True)]
+
+    def _sleeper(self) -> None:
+        while not self._stop.is_set():
+            t = time.perf_counter()
+            time.sleep(self.period)
+            self.thread_lag = max(self.thread_lag, time.perf_counter() - t - self.period)
+
+    async def _aloop(self) -> None:
+        while not self._stop.is_set():
+            t = time.perf_counter()
+            await asyncio.sleep(self.period)
+            self.loop_lag = max(self.loop_lag, time.perf_counter() - t - self.period)
+
+    def __enter__(self) -> SchedulerLag:
+        for th in self._threads:
+            th.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for th in self._threads:
+            th.join(timeout=5)

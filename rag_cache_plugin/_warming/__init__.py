@@ -1,0 +1,1 @@
+"""Cache warming internals; the public face is ``rag_cache_plugin.warming``."""
