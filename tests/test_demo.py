@@ -17,7 +17,7 @@ from rich.console import Console
 
 from rag_cache_plugin import canonicalize
 from rag_cache_plugin._demo.model import LocalChatModel, answer_from, count_tokens
-from rag_cache_plugin._demo.questions import BY_ID, FAMILIES, build_workload
+from rag_cache_plugin._demo.questions import BY_ID, FAMILIES, FAQ, build_workload
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,11 +31,16 @@ def test_lexical_variants_are_the_same_canonical_question() -> None:
     assert all(f.twin in BY_ID for f in FAMILIES if f.twin)
 
 
+@pytest.mark.parametrize("warmed", [(), FAQ], ids=["cold", "faq-warmed"])
 @pytest.mark.parametrize("n", [1, 12, 40, 120, 300])
-def test_the_workload_knows_what_must_hit_and_what_must_miss(n: int) -> None:
-    work = build_workload(n)
-    assert len(work) == n and work == build_workload(n)  # deterministic
+def test_the_workload_knows_what_must_hit_and_what_must_miss(
+        n: int, warmed: tuple[str, ...]) -> None:
+    work = build_workload(n, warmed=warmed)
+    assert len(work) == n and work == build_workload(n, warmed=warmed)  # deterministic
     seen: dict[str, set[str]] = {}
+    for q in warmed:
+        seen.setdefault(next(f.id for f in FAMILIES if f.question == q), set()).add(
+            canonicalize(q))
     for ask in work:
         texts = seen.get(ask.family)
         if texts is None:
@@ -111,7 +116,13 @@ def test_the_printed_figures_are_what_analytics_recorded(tmp_path: Path) -> None
     assert truth["lookalikes"]["missed"] == truth["lookalikes"]["total"] >= 5
     assert truth["repeats"]["hit"] == truth["repeats"]["total"] > 0
     assert s["lookups"]["tiers"]["l2"]["hits"] > 0  # L1 is small on purpose
-    assert s["windows"] == len(run.outcomes) // 12 + 1  # + the report's closing window
+    assert s["windows"] == 4  # one per 12 questions (warming's are apart)
+    # The FAQ was warmed before the first user: its first asks hit.
+    faq = s["warming"]["runs"][0]
+    assert faq["source"] == "faq" and faq["warmed"] == len(FAQ)
+    firsts = {o.ask.question: o for o in reversed(run.outcomes)}
+    assert all(firsts[q].cache is not None for q in FAQ if q in firsts)
+    assert s["warming"]["hits"] > 0 and s["warming"]["runs"][1]["warmed"] > 0
     # What is printed is what the summary holds.
     g = truth["lookalikes"]
     assert re.search(rf"look-alikes correctly missed\s+│ {g['missed']}/{g['total']} ", text)
@@ -173,7 +184,8 @@ def test_rag_cache_demo_quick_command(tmp_path: Path) -> None:
     assert re.search(r"false hits\s+│ 0 ", out)
     assert re.search(r"answers, marks and tokens agree with analytics\s+│ yes", out)
     for line in ("Answer-cache lookups: 40", "Saved by the cache", "Health (whole run)",
-                 "Recommendations", "Warming and tuning"):
+                 "Recommendations", "Warming and tuning", "warming: FAQ",
+                 "warming: next deploy", "hits on warmed answers saved"):
         assert line in out
     report = tmp_path / ".rag-cache" / "demo-report.html"
     assert f"HTML report: {report}" in out and report.stat().st_size > 10_000

@@ -11,7 +11,7 @@ from typing import Literal
 
 from .._keys import canonicalize
 
-__all__ = ["FAMILIES", "Ask", "Family", "build_workload"]
+__all__ = ["FAMILIES", "FAQ", "Ask", "Family", "build_workload"]
 
 Expect = Literal["miss", "exact", "paraphrase"]
 Variant = Literal["original", "repeat", "lexical", "paraphrase"]
@@ -131,6 +131,9 @@ FAMILIES: tuple[Family, ...] = (
       "does the Crisp toaster have a bagel setting", twin="toaster-defrost"),
 )
 BY_ID = {f.id: f for f in FAMILIES}
+FAQ = tuple(BY_ID[i].question for i in ("return-kettle", "track-order", "gift-card-expiry",
+                                        "descale-kettle", "support-phone"))
+"""The help centre's FAQ page: warmed before the first user asks."""
 
 
 def _variant(rng: random.Random, fam: Family, first: bool) -> tuple[str, Variant]:
@@ -144,9 +147,10 @@ def _variant(rng: random.Random, fam: Family, first: bool) -> tuple[str, Variant
     return rng.choice(fam.paraphrases), "paraphrase"
 
 
-def build_workload(n: int, seed: int = 7) -> list[Ask]:
+def build_workload(n: int, seed: int = 7, warmed: tuple[str, ...] = ()) -> list[Ask]:
     """``n`` asks: popular questions repeat (exactly, lexically or paraphrased),
-    and look-alikes of answered questions arrive spread over the run."""
+    and look-alikes of answered questions arrive spread over the run.  ``warmed``:
+    questions in the cache before the first ask."""
     if n < 1:
         raise ValueError("the workload needs at least one question")
     rng = random.Random(seed)
@@ -158,6 +162,10 @@ def build_workload(n: int, seed: int = 7) -> list[Ask]:
     pool = list(base)
     weights = [1.0 / (rank + 1) ** 0.9 for rank in range(len(base))]
     asked: dict[str, set[str]] = {}
+    seen_in_run: set[str] = set()  # a family's first ask in the run is its original
+    for text in warmed:
+        fam_id = next(f.id for f in FAMILIES if f.question == text)
+        asked.setdefault(fam_id, set()).add(canonicalize(text))
     out: list[Ask] = []
     while len(out) < n:
         i = len(out)
@@ -173,7 +181,8 @@ def build_workload(n: int, seed: int = 7) -> list[Ask]:
                 weights.append(weights[-1])
         else:
             fam = rng.choices(pool, weights)[0]
-        text, variant = _variant(rng, fam, fam.id not in asked)
+        text, variant = _variant(rng, fam, fam.id not in seen_in_run)
+        seen_in_run.add(fam.id)
         canon = canonicalize(text)
         seen = asked.get(fam.id)
         expect: Expect = ("miss" if seen is None else "exact" if canon in seen

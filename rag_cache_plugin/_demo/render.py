@@ -150,8 +150,20 @@ def _change(old: Any, new: Any) -> str:
 def _engines(s: dict[str, Any]) -> Table:
     rows: list[tuple[str, str]] = []
     w = s["warming"]
-    rows.append(("warming", "not run: rag_cache_plugin.warming is not in this installation"
-                 if w is None else ", ".join(f"{k} {v}" for k, v in w.items())))
+    for run in w["runs"]:
+        what = (f"{run['warmed']} answers warmed in {run['seconds']:.1f} s "
+                f"(${run['cost_usd']:.4f}, {run['tokens']:,} tokens)")
+        if run["source"] == "faq":
+            rows.append(("warming: FAQ", f"before the first user, {what}"))
+        else:
+            rows.append(("warming: next deploy",
+                         f"cache emptied; from the query log ({run['patterns']} question "
+                         f"families), {what}: " + "; ".join(run["questions"][:4])
+                         + (" ..." if len(run["questions"]) > 4 else "")))
+    roi = "" if w["roi"] is None else f" (return so far {w['roi']:.1f}x)"
+    rows.append(("warming: return", f"{w['hits']} hits on warmed answers saved "
+                                     f"${w['saved_usd']:.4f}; warming cost "
+                                     f"${w['cost_usd']:.4f} in all{roi}"))
     t = s["tuning"]
     rows.append(("tuner", f"strategy {t['strategy']}, {t['windows']} windows judged at "
                           "chain boundaries"))

@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +24,9 @@ from rich.progress import (
 )
 
 from ..analytics import CacheAnalytics, HealthScore, MetricSnapshot, Recommendation
-from .questions import Ask, build_workload
+from .questions import FAQ, Ask, build_workload
+from .tune import make_tuner, tuner_state
+from .warm import LOG_BUDGET, DemoWarmer
 
 __all__ = ["DemoOptions", "DemoRun", "Outcome", "run_demo"]
 
@@ -67,7 +69,8 @@ class DemoRun:
     options: DemoOptions
     outcomes: list[Outcome]
     snapshot: MetricSnapshot
-    """Every stored analytics window of the run, merged: the source of the figures."""
+    """The analytics windows of the questions, merged: the source of the figures
+    (warming has windows of its own)."""
     windows: int
     health: HealthScore
     recommendations: list[Recommendation]
@@ -75,7 +78,8 @@ class DemoRun:
     active_alerts: list[str]
     report: Path | None
     model_calls: int
-    """Calls the model itself counted (a cross-check of analytics)."""
+    """Calls the model itself counted while the questions were asked (a cross-check
+    of analytics)."""
     simulated_latency: tuple[float, float]
     """Seconds: (fixed part, per output token)."""
     startup_seconds: float
@@ -116,31 +120,10 @@ def _redis_info(app: Any, options: DemoOptions) -> dict[str, Any] | None:
         manager.close()
 
 
-def _tuner(app: Any, analytics: CacheAnalytics, options: DemoOptions) -> Any:
-    """A tuner that acts at chain boundaries (the callback handlers emit them)."""
-    from ..tuning import STRATEGIES, CacheTuner
-
-    # The aggressive strategy, with windows as short as the demo is: the stock
-    # ones want 300 to 2,000 lookups of evidence per window.
-    strategy = replace(STRATEGIES["aggressive"], name="aggressive (demo windows)",
-                       min_lookups=options.window)
-    # interval ~0: every boundary may close a window once it holds enough lookups.
-    return CacheTuner(app.cache, analytics, strategy=strategy, interval=1e-3,
-                      history_path=None)
-
-
-def _tuned(tuner: Any) -> dict[str, Any]:
-    config = tuner.get_current_config()
-    return {"strategy": tuner.strategy.name, "windows": tuner.brain.window,
-            "settings": {k: config[k] for k in ("l1_max_entries", "l1_policy", "default_ttl",
-                                                 "promote_to") if k in config}}
-
-
 def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
     """Run the whole demo; the cache's files live in a temporary directory."""
     console = console or Console()
     started = time.perf_counter()
-    workload = build_workload(options.questions, options.seed)
     with ExitStack() as stack, _progress(console) as progress:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rag-demo-")))
         with _step(progress, "Loading all-MiniLM-L6-v2 (offline)"):
@@ -168,13 +151,29 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
         # Retrievals (from the retrieval cache or not) are reported on the answer
         # cache's bus, so analytics counts them beside the answers.
         stack.callback(RagCacheEventHandler.attach(app.cache).detach)
-        tuner = _tuner(app, analytics, options)
+        tuner = make_tuner(app, analytics, options.window)
         stack.callback(tuner.close)
+        warmer = DemoWarmer(app, workdir, {app.model.model_name: PRICE})
+        stack.callback(warmer.close)
         startup = time.perf_counter() - started
 
+        with _step(progress, f"Warming the {len(FAQ)} FAQ answers"):
+            faq = warmer.faq(list(FAQ))
+            analytics.capture_snapshot()  # warming's own window, apart from the users'
+        workload = build_workload(options.questions, options.seed, tuple(faq["questions"]))
+        first, calls = len(analytics.history), app.model.calls
         outcomes = _ask_all(app, analytics, workload, options, progress)
+        if len(outcomes) % options.window:
+            analytics.capture_snapshot()  # the last, partial window
+        windows = list(analytics.history)[first:]
+        model_calls = app.model.calls - calls
         workload_seconds = time.perf_counter() - started - startup
 
+        tuned = tuner_state(tuner)
+        tuner.close()  # it judges the users' traffic, not the emptied cache that follows
+        with _step(progress, f"Next deploy: warming up to {LOG_BUDGET} answers from "
+                             "the query log"):
+            warmer.next_deploy()
         with _step(progress, "Writing the HTML report"):
             report = None
             if options.report is not None:
@@ -182,20 +181,20 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
                 report = analytics.write_report(options.report, title="rag-cache demo")
             else:
                 analytics.capture_snapshot()
-        history = analytics.get_metrics_history()
-        snapshot = MetricSnapshot.merge(history)
+        snapshot = MetricSnapshot.merge(windows)
         redis = _redis_info(app, options)
         return DemoRun(
-            options=options, outcomes=outcomes, snapshot=snapshot, windows=len(history),
+            options=options, outcomes=outcomes, snapshot=snapshot, windows=len(windows),
             health=analytics.calculate_health_score(snapshot),
             recommendations=analytics.get_recommendations(snapshot),
             alerts=analytics.store.alerts() if analytics.store else [],
             active_alerts=[a.rule for a in analytics.get_active_alerts()],
-            report=report.resolve() if report else None, model_calls=app.model.calls,
+            report=report.resolve() if report else None, model_calls=model_calls,
             simulated_latency=(app.model.simulated_latency(0),
                                app.model.simulated_latency(1) - app.model.simulated_latency(0)),
             startup_seconds=startup, workload_seconds=workload_seconds, redis=redis,
-            tuning=[d.to_dict() for d in tuner.history], tuned=_tuned(tuner))
+            tuning=[d.to_dict() for d in tuner.history], tuned=tuned,
+            warming=warmer.stats())
 
 
 def _ask_all(app: Any, analytics: CacheAnalytics, workload: list[Ask], options: DemoOptions,
