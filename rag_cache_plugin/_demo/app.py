@@ -88,7 +88,9 @@ def _mark(message: AIMessage) -> dict[str, Any] | None:
 
 
 def _tokens(message: AIMessage) -> tuple[int, int]:
-    usage = message.usage_metadata or {}
+    usage = message.usage_metadata
+    if usage is None:
+        return 0, 0
     return int(usage.get("input_tokens", 0)), int(usage.get("output_tokens", 0))
 
 
