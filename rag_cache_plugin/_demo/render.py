@@ -185,7 +185,8 @@ def render(run: DemoRun, s: dict[str, Any], console: Console) -> None:
         console.print(table)
     secs = s["seconds"]
     load = s["load_average"]
-    console.print(f"Figures from {s['windows']} analytics windows (CacheAnalytics snapshots).")
+    console.print(f"Figures from the {s['windows']} analytics windows of the questions "
+                  "(CacheAnalytics snapshots; warming's windows are apart).")
     if s["report"]:
         console.print(f"HTML report: [bold]{s['report']}[/]")
     console.print(f"Wall time: {secs['startup']:.1f} s to start, {secs['workload']:.1f} s for "

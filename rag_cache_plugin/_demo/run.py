@@ -126,11 +126,11 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
     started = time.perf_counter()
     with ExitStack() as stack, _progress(console) as progress:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rag-demo-")))
-        with _step(progress, "Loading all-MiniLM-L6-v2 (offline)"):
+        with _step(progress, "Loading all-MiniLM-L6-v2"):
             from .embedding import load_minilm
 
             load_minilm()
-        with _step(progress, "Indexing the help centre (LlamaIndex + MiniLM)"):
+        with _step(progress, "Indexing the help centre"):
             from langchain_rag_cache import enable_rag_cache_handlers
             from llama_index_rag_cache import RagCacheEventHandler
 
@@ -157,7 +157,7 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
         stack.callback(warmer.close)
         startup = time.perf_counter() - started
 
-        with _step(progress, f"Warming the {len(FAQ)} FAQ answers"):
+        with _step(progress, f"Warming {len(FAQ)} FAQ answers"):
             faq = warmer.faq(list(FAQ))
             analytics.capture_snapshot()  # warming's own window, apart from the users'
         workload = build_workload(options.questions, options.seed, tuple(faq["questions"]))
@@ -171,10 +171,9 @@ def run_demo(options: DemoOptions, console: Console | None = None) -> DemoRun:
 
         tuned = tuner_state(tuner)
         tuner.close()  # it judges the users' traffic, not the emptied cache that follows
-        with _step(progress, f"Next deploy: warming up to {LOG_BUDGET} answers from "
-                             "the query log"):
+        with _step(progress, f"Warming {LOG_BUDGET} answers from the log"):
             warmer.next_deploy()
-        with _step(progress, "Writing the HTML report"):
+        with _step(progress, "Writing the report"):
             report = None
             if options.report is not None:
                 options.report.parent.mkdir(parents=True, exist_ok=True)
@@ -202,6 +201,7 @@ def _ask_all(app: Any, analytics: CacheAnalytics, workload: list[Ask], options: 
     every = max(1, options.window)
     task = progress.add_task(f"Asking {len(workload)} questions", total=len(workload),
                              status="")
+    # The status says who answered: the cache or the (simulated) model.
     outcomes: list[Outcome] = []
     cached = 0
     for ask in workload:
@@ -213,8 +213,7 @@ def _ask_all(app: Any, analytics: CacheAnalytics, workload: list[Ask], options: 
         if len(outcomes) % every == 0:
             analytics.capture_snapshot()
         progress.update(task, advance=1,
-                        status=f"{cached} answered from the cache, "
-                               f"{len(outcomes) - cached} by the model")
+                        status=f"cache {cached}, model {len(outcomes) - cached}")
     return outcomes
 
 
