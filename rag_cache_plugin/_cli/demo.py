@@ -45,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         print("rag-cache demo: --redis-url and --redis-cluster exclude each other",
               file=sys.stderr)
         return 2
+    if args.questions < 1:
+        print("rag-cache demo: --questions must be at least 1", file=sys.stderr)
+        return 2
     if args.latency_scale < 0:
         print("rag-cache demo: --latency-scale must be >= 0", file=sys.stderr)
         return 2
