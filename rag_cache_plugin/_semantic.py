@@ -47,7 +47,7 @@ def query_hash(canonical: str) -> str:
 
 
 class SemanticMatcher(EmbeddingSide):
-    """Implements ``_core.SemanticLayer`` for one ``RagCache``."""
+    """Implements ``_core_base.SemanticLayer`` for one ``RagCache``."""
 
     def __init__(self, cache: RagCache, config: SemanticConfig) -> None:
         self.cache = cache

@@ -33,6 +33,7 @@ from rag_cache_plugin._localredis import (
     local_cluster_down,
     local_cluster_status,
     local_cluster_up,
+    standalone,
 )
 
 pytestmark = pytest.mark.redis
@@ -111,7 +112,8 @@ def test_a_lost_port_race_is_retried_on_another_port(monkeypatch: pytest.MonkeyP
     busy = taken.getsockname()[1]
     picks = iter([busy])
     real = _localredis.free_port
-    monkeypatch.setattr(_localredis, "free_port", lambda **kw: next(picks, None) or real(**kw))
+    # Patched where ``LocalRedis.start`` looks it up.
+    monkeypatch.setattr(standalone, "free_port", lambda **kw: next(picks, None) or real(**kw))
     try:
         with LocalRedis() as server:
             assert server.port != busy

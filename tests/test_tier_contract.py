@@ -97,12 +97,13 @@ def test_overwrite_replaces_value_and_tags(tier: Tier) -> None:
 
 
 def test_ttl_expiry(tier: Tier) -> None:
-    e = entry("short", ttl=0.3)
+    # A TTL long enough that a stalled machine does not expire it before the first read.
+    e = entry("short", ttl=1.0)
     keep = entry("long", ttl=60)
     tier.set(e, time.time())
     tier.set(keep, time.time())
     assert tier.get(ref(e), time.time()) is not None
-    time.sleep(0.45)
+    time.sleep(1.15)
     assert tier.get(ref(e), time.time()) is None
     assert tier.get(ref(keep), time.time()) is not None
 

@@ -5,45 +5,21 @@ Keys carry the partition as a hash tag (``ragc:<ns>:{<partition>}:<key>``) so on
 partition's entries share a slot.  Values are written with ``SET ... PX`` in one
 command (never set-then-expire).
 
-Failure policy: every call has one overall deadline (``RedisConfig.timeout``).
-redis-py itself never retries; the tier retries an attempt that failed *fast*
-(connection refused or reset, ``CLUSTERDOWN``, a slot the client's map lacks) while
-less than half the deadline is spent, at most twice, with no sleep.  That is what
-rides through a failover: the failed attempt refreshed the cluster map or the
-Sentinel's primary address, and the retry goes to the new primary.  A slow failure
-(a hung server) is never retried, so a dead server costs about one deadline, after
-which the core's circuit breaker stops calling.  Async calls are also cut at the
-deadline by ``asyncio.timeout``.
+Clients and the failure policy are in ``_redis_calls``; reads sent straight to the
+node that serves a partition are in ``_redis_direct``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import weakref
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import redis
-import redis.asyncio
-import redis.asyncio.cluster
 import redis.cluster
-from redis.crc import key_slot
-from redis.exceptions import (
-    AskError,
-    AuthenticationError,
-    AuthorizationError,
-    ClusterDownError,
-    MaxConnectionsError,
-    RedisClusterException,
-    RedisError,
-    ResponseError,
-    SlotNotCoveredError,
-    TryAgainError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from .._codec import Codec
 from .._config import RedisConfig
@@ -51,49 +27,12 @@ from .._entry import Entry
 from .._errors import CodecError, TierError
 from .._events import Corrupt, TierName
 from .._keys import KeyMaker
-from .._redisconn import (
-    AsyncClient,
-    ClusterUnavailable,
-    Mode,
-    SyncClient,
-    async_client,
-    detect_mode,
-    sync_client,
-)
+from .._redisconn import AsyncClient, Mode, SyncClient
 from . import Emit, Ref
+from ._redis_calls import _ERRORS
+from ._redis_direct import _DirectReads
 
 __all__ = ["RedisTier"]
-
-T = TypeVar("T")
-
-_ERRORS = (RedisError, RedisClusterException)
-_RETRY_ON = (RedisConnectionError, RedisTimeoutError, ClusterUnavailable, ClusterDownError,
-             SlotNotCoveredError, TryAgainError)
-# Fast, but another attempt would fail the same way.
-_NO_RETRY = (AuthenticationError, AuthorizationError, MaxConnectionsError)
-_RETRIES = 2
-# A direct call to the node the client's slot map names failed in a way the cluster
-# client knows how to follow (a redirect, a dead or restarted node): let it.
-_FOLLOW = (AskError, TryAgainError, RedisConnectionError)
-
-
-def _raw(client: redis.Redis, *args: Any) -> Any:
-    """One command on a pooled connection without redis-py's per-call machinery
-    (retry wrapper, response callbacks, event dispatch, metrics): about a third of
-    a GET's client time.  Only for GET and MGET, whose raw replies are what we want;
-    the tier does its own retries."""
-    pool = client.connection_pool
-    conn = pool.get_connection()
-    try:
-        conn.send_command(*args)  # type: ignore[no-untyped-call]
-        return conn.read_response()
-    except ResponseError:
-        raise  # an error reply was read whole: the connection is fine
-    except BaseException:
-        conn.disconnect()  # type: ignore[no-untyped-call]  # no half-read reply may linger
-        raise
-    finally:
-        pool.release(conn)
 
 
 def _wrong_type(exc: TierError) -> bool:
@@ -102,11 +41,7 @@ def _wrong_type(exc: TierError) -> bool:
     return isinstance(cause, ResponseError) and str(cause).startswith("WRONGTYPE")
 
 
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, _RETRY_ON) and not isinstance(exc, _NO_RETRY)
-
-
-class RedisTier:
+class RedisTier(_DirectReads):
     """The L3 tier; sync calls use redis-py, async calls ``redis.asyncio``."""
 
     name: TierName = "l3"
@@ -167,90 +102,13 @@ class RedisTier:
             return None
         return Ref(key, namespace, head.rsplit("{", 1)[1])
 
-    # -- clients ------------------------------------------------------------------
-
-    @property
-    def mode(self) -> Mode:
-        """"standalone", "cluster" or "sentinel" (detected on first use)."""
-        if self._mode is None:
-            try:
-                self._mode = detect_mode(self.config)
-            except _ERRORS as exc:
-                raise TierError(f"L3 unreachable: {exc}") from exc
-        return self._mode
-
-    @property
-    def is_cluster(self) -> bool:
-        return self.mode == "cluster"
-
-    @property
-    def client(self) -> SyncClient:
-        """The sync client, created (and the server kind detected) on first use."""
-        if self._sync is None:
-            try:
-                self._sync = sync_client(self.config, self.mode)
-            except _ERRORS as exc:
-                raise TierError(f"L3 unreachable: {exc}") from exc
-        return self._sync
-
-    async def aclient(self) -> AsyncClient:
-        loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is not None:
-            return client
-        lock = self._async_ready.setdefault(loop, asyncio.Lock())
-        async with lock:  # one client per loop, however many tasks ask at once
-            client = self._async.get(loop)
-            if client is None:
-                if self._mode is None:
-                    # Detection is one round trip; do it off the loop.
-                    await asyncio.to_thread(lambda: self.mode)
-                client = async_client(self.config, self.mode)
-                if isinstance(client, redis.asyncio.cluster.RedisCluster):
-                    # Reading the cluster map (and the command table) happens once,
-                    # outside any call's deadline, bounded by the socket timeouts.
-                    try:
-                        await client.initialize()
-                    except BaseException:
-                        await client.aclose()
-                        raise
-                self._async[loop] = client
-        return client
-
-    def _call(self, op: Callable[[Any], T], what: str) -> T:
-        """Run ``op`` with the retry policy of the module docstring."""
-        started = time.monotonic()
-        client = self.client
-        attempt = 0
-        while True:
-            try:
-                return op(client)
-            except _ERRORS as exc:
-                attempt += 1
-                if (attempt > _RETRIES or not _retryable(exc)
-                        or time.monotonic() - started >= self._budget / 2):
-                    raise TierError(f"L3 {what}: {exc}") from exc
-
-    async def _acall(self, op: Callable[[Any], Awaitable[T]], what: str) -> T:
-        """Async ``_call``, also cut at the deadline."""
-        try:
-            client = await self.aclient()
-        except _ERRORS as exc:
-            raise TierError(f"L3 unreachable: {exc}") from exc
-        started = time.monotonic()
-        attempt = 0
-        try:
-            async with asyncio.timeout(self._budget):
-                while True:
-                    try:
-                        return await op(client)
-                    except _ERRORS as exc:
-                        attempt += 1
-                        if (attempt > _RETRIES or not _retryable(exc)
-                                or time.monotonic() - started >= self._budget / 2):
-                            raise TierError(f"L3 {what}: {exc}") from exc
-        except TimeoutError as exc:
-            raise TierError(f"L3 {what}: no answer within {self._budget}s") from exc
+    def _names(self, refs: Sequence[Ref]) -> list[str]:
+        """``data_key`` of each ref; a batch of one namespace builds its head once."""
+        ns = refs[0].namespace
+        if any(r.namespace != ns for r in refs):
+            return [self.data_key(r) for r in refs]
+        head = f"{self.config.prefix}:{self._ns(ns)}:{{"
+        return [f"{head}{r.partition}}}:{r.key}" for r in refs]
 
     # -- reads --------------------------------------------------------------------
 
@@ -271,79 +129,6 @@ class RedisTier:
     def _report_corrupt(self, ref: Ref, reason: str) -> None:
         if self._emit is not None:
             self._emit(Corrupt(ref.namespace, ref.key, "l3", reason))
-
-    # Reads of one partition go straight to the node that serves its slot: the
-    # partition is the hash tag of every key in it, so there is one slot to look up
-    # and no per-key routing, policy resolution or pipeline in the cluster client.
-    # The cluster client takes over whenever the map turns out to be stale.
-
-    @staticmethod
-    def _node(c: redis.cluster.RedisCluster, partition: str) -> redis.Redis | None:
-        try:
-            node = c.nodes_manager.get_node_from_slot(key_slot(partition.encode()))
-            conn: redis.Redis = c.get_redis_connection(node)
-            return conn
-        except _ERRORS:
-            return None
-
-    def _get_op(self, name: str, partition: str) -> Callable[[Any], Any]:
-        if self._mode is None:
-            return lambda c: c.get(name)
-        if self._mode != "cluster":
-            return lambda c: _raw(c, "GET", name)
-
-        def op(c: Any) -> Any:
-            node = self._node(c, partition)
-            if node is not None:
-                try:
-                    return _raw(node, "GET", name)
-                except _FOLLOW:
-                    pass
-            return c.get(name)
-        return op
-
-    @staticmethod
-    def _mget_any(c: Any, names: Sequence[str | bytes]) -> Any:
-        # The server kind is not known before the first call: decide by the client.
-        if isinstance(c, redis.cluster.RedisCluster | redis.asyncio.cluster.RedisCluster):
-            return c.mget_nonatomic(names)
-        return c.mget(names)
-
-    def _mget_op(self, names: list[str], refs: Sequence[Ref]) -> Callable[[Any], Any]:
-        if self._mode is None:
-            return lambda c: self._mget_any(c, names)
-        if self._mode != "cluster":
-            return lambda c: _raw(c, "MGET", *names)
-        partition = refs[0].partition
-        if any(r.partition != partition for r in refs):
-            # Several slots: the cluster client splits the names and pipelines.
-            return lambda c: c.mget_nonatomic(names)
-
-        def op(c: Any) -> Any:
-            node = self._node(c, partition)
-            if node is not None:
-                try:
-                    return _raw(node, "MGET", *names)
-                except _FOLLOW:
-                    pass
-            return c.mget_nonatomic(names)
-        return op
-
-    @staticmethod
-    async def _anode_call(c: Any, partition: str,
-                          *args: Any) -> Any:
-        try:
-            node = c.nodes_manager.get_node_from_slot(key_slot(partition.encode()))
-        except _ERRORS:
-            node = None
-        if node is not None:
-            try:
-                return await node.execute_command(*args)
-            except _FOLLOW:
-                pass
-        if args[0] == "GET":
-            return await c.get(args[1])
-        return await c.mget_nonatomic(list(args[1:]))
 
     def get(self, ref: Ref, now: float) -> Entry | None:
         try:
@@ -524,14 +309,6 @@ class RedisTier:
             await self.adelete([ref])
             return None
         return None if entry.expires is not None and entry.expires <= now else entry
-
-    def _names(self, refs: Sequence[Ref]) -> list[str]:
-        """``data_key`` of each ref; a batch of one namespace builds its head once."""
-        ns = refs[0].namespace
-        if any(r.namespace != ns for r in refs):
-            return [self.data_key(r) for r in refs]
-        head = f"{self.config.prefix}:{self._ns(ns)}:{{"
-        return [f"{head}{r.partition}}}:{r.key}" for r in refs]
 
     async def aget_many(self, refs: Sequence[Ref], now: float) -> dict[str, Entry]:
         if not refs:
