@@ -142,7 +142,10 @@ def test_the_tuner_acts_at_chain_boundaries_and_the_summary_says_so(tmp_path: Pa
     assert t["windows"] == 15  # one per 20 questions, closed by ChainBoundary events
     changes = [d for d in t["decisions"] if d["kind"] == "change"]
     assert changes and changes[0]["action"] == "increase_l1"
-    assert t["settings"]["l1_max_entries"] == changes[-1]["new"]["max_entries"] > 16
+    assert changes[0]["new"]["max_entries"] > 16
+    # Kept or rolled back (windows of 20 lookups are noisy): the last verdict stands.
+    last = t["decisions"][-1]
+    assert t["settings"]["l1_max_entries"] == last["new"]["max_entries"]
     assert run.outcomes and s["consistent"]
     assert re.search(rf"window {changes[0]['window']}: change\s+│ increase_l1: "
                      rf"max_entries 16 -> {changes[0]['new']['max_entries']}", text)
