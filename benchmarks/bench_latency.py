@@ -5,6 +5,12 @@
 Baselines (measured in the same run, same payload): ``InMemoryCache`` for L1,
 ``langchain_community`` ``SQLiteCache`` for L2, ``RedisCache`` and a bare redis-py
 ``GET`` of the same bytes for L3.  Every figure is reported as a ratio.
+
+Two levels are measured.  The core (``RagCache`` storing JSON) against a bare GET, and
+against LangChain's caches with one plain ``Generation``; and the LangChain adapter
+(``RagLLMCache``, which rebuilds message objects as LangChain's caches do) against the
+same caches on a real serialized chat prompt and answer (``AIMessage`` with usage and
+response metadata): the like-for-like replacement a user makes.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integrations" / "langchain"))
 
 from _common import fmt_us, interleaved, write
 
@@ -98,6 +105,42 @@ def bench_l3(value: Any, gens: list[Any], url: str) -> dict[str, float]:
             "l3_speedup_vs_rediscache": best["base"] / best["ours"], "payload_bytes": len(raw)}
 
 
+def bench_chat(tmp: Path, url: str) -> dict[str, float]:
+    """RagLLMCache against SQLiteCache and RedisCache on one real chat prompt, no L1."""
+    import redis
+    from bench_adapter_latency import chat_prompt
+    from langchain_community.cache import RedisCache, SQLiteCache
+    from langchain_rag_cache import RagLLMCache
+
+    prompt, llm_string, gens = chat_prompt()
+    sqlite_base = SQLiteCache(database_path=str(tmp / "lc-chat.db"))
+    client = redis.Redis.from_url(url)
+    redis_base = RedisCache(redis_=client)
+    l2 = RagLLMCache(CacheConfig(sqlite_path=tmp / "ours-chat.db", l1_max_entries=0))
+    l3 = RagLLMCache(CacheConfig(redis=RedisConfig(url=url, prefix="chat"), l1_max_entries=0))
+    for c in (sqlite_base, redis_base, l2, l3):
+        c.update(prompt, llm_string, gens)
+    assert l2.lookup(prompt, llm_string) and l3.lookup(prompt, llm_string)
+    hit = interleaved({"l2": lambda: l2.lookup(prompt, llm_string),
+                       "sqlite": lambda: sqlite_base.lookup(prompt, llm_string),
+                       "l3": lambda: l3.lookup(prompt, llm_string),
+                       "redis": lambda: redis_base.lookup(prompt, llm_string)})
+    counter = iter(range(10**9))
+    store = interleaved(
+        {"l2": lambda: l2.update(f"{prompt} {next(counter)}", llm_string, gens),
+         "sqlite": lambda: sqlite_base.update(f"{prompt} {next(counter)}", llm_string, gens)},
+        run_seconds=0.02, repeat=15)
+    for c in (l2, l3):
+        c.close()
+    client.close()
+    return {"chat_l2_hit": hit["l2"], "chat_sqlitecache_hit": hit["sqlite"],
+            "chat_l2_hit_speedup": hit["sqlite"] / hit["l2"],
+            "chat_l2_store": store["l2"], "chat_sqlitecache_store": store["sqlite"],
+            "chat_l2_store_speedup": store["sqlite"] / store["l2"],
+            "chat_l3_hit": hit["l3"], "chat_rediscache_hit": hit["redis"],
+            "chat_l3_speedup_vs_rediscache": hit["redis"] / hit["l3"]}
+
+
 def main() -> dict[str, Any]:
     from rag_cache_plugin._localredis import LocalRedis
 
@@ -107,19 +150,26 @@ def main() -> dict[str, Any]:
         res.update(bench_l1(value, gens))
         res.update(bench_l2(value, gens, Path(d)))
         res.update(bench_l3(value, gens, server.url))
+        res.update(bench_chat(Path(d), server.url))
     from bench_adapter_latency import run as bench_adapter  # the LangChain adapter path
 
     adapter = bench_adapter()
     res.update({"adapter_l1_hit": adapter["rag_llm_cache_us"] / 1e6,
                 "adapter_inmemorycache_hit": adapter["in_memory_cache_us"] / 1e6,
                 "adapter_l1_ratio": adapter["ratio"]})
-    checks = [  # (label, figure, target met)
+    checks = [  # (label, figure, limit, how the figure must compare)
         ("L1 hit vs InMemoryCache (ratio, target <= 10x)", res["l1_hit_ratio"], 10, "<="),
         ("L2 hit speed-up vs SQLiteCache (target >= 10x)", res["l2_hit_speedup"], 10, ">="),
         ("L2 store speed-up vs SQLiteCache (target >= 20x)", res["l2_store_speedup"], 20, ">="),
         ("L3 hit vs bare GET (ratio, target <= 1.3x)", res["l3_vs_bare_get"], 1.3, "<="),
         ("L3 hit speed-up vs RedisCache (target >= 1.5x)", res["l3_speedup_vs_rediscache"],
          1.5, ">="),
+        ("chat: RagLLMCache L2 hit vs SQLiteCache (target >= 10x)",
+         res["chat_l2_hit_speedup"], 10, ">="),
+        ("chat: RagLLMCache L2 store vs SQLiteCache (target >= 20x)",
+         res["chat_l2_store_speedup"], 20, ">="),
+        ("chat: RagLLMCache L3 hit vs RedisCache (target >= 1.5x)",
+         res["chat_l3_speedup_vs_rediscache"], 1.5, ">="),
     ]
     targets = {label: (fig, fig <= lim if op == "<=" else fig >= lim)
                for label, fig, lim, op in checks}
@@ -135,6 +185,12 @@ def main() -> dict[str, Any]:
         "L3 hit speed-up vs RedisCache (target >= 1.5x)": ("l3_hit", "rediscache_hit"),
         "RagLLMCache L1 hit vs InMemoryCache, chat prompt (target <= 10x)": (
             "adapter_l1_hit", "adapter_inmemorycache_hit"),
+        "chat: RagLLMCache L2 hit vs SQLiteCache (target >= 10x)": (
+            "chat_l2_hit", "chat_sqlitecache_hit"),
+        "chat: RagLLMCache L2 store vs SQLiteCache (target >= 20x)": (
+            "chat_l2_store", "chat_sqlitecache_store"),
+        "chat: RagLLMCache L3 hit vs RedisCache (target >= 1.5x)": (
+            "chat_l3_hit", "chat_rediscache_hit"),
     }
     for label, (figure, ok) in targets.items():
         a, b = pairs[label]

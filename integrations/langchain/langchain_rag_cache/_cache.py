@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -10,12 +12,27 @@ from langchain_core.outputs import Generation
 
 from rag_cache_plugin import CacheConfig, CacheHit, Corrupt, EventBus, RagCache, Rejected
 
-from ._generations import BadPayload, Template, Unsupported, decode, encode
+from ._generations import MARK, BadPayload, Template, Unsupported, decode, encode
 from ._prompt import PromptMemo
 
 __all__ = ["RagLLMCache"]
 
 _TEMPLATES_MAX = 4096
+_SERVED_MAX = 4096  # recent hits an answer can still be reported against
+
+
+def _mark_of(answer: Any) -> dict[str, Any] | None:
+    """The ``rag_cache`` mark of a message, a generation or the mark itself."""
+    if isinstance(answer, dict):
+        return answer.get(MARK, answer)  # type: ignore[no-any-return]
+    for holder in (getattr(answer, "message", None), answer):
+        meta = getattr(holder, "response_metadata", None)
+        if isinstance(meta, dict) and isinstance(meta.get(MARK), dict):
+            return meta[MARK]  # type: ignore[no-any-return]
+    info = getattr(answer, "generation_info", None)
+    if isinstance(info, dict) and isinstance(info.get(MARK), dict):
+        return info[MARK]  # type: ignore[no-any-return]
+    return None
 
 
 class RagLLMCache(BaseCache):
@@ -27,7 +44,7 @@ class RagLLMCache(BaseCache):
     (the last human message) and its context; ``llm_string`` joins the context in the
     partition, so models, settings and bound tools never share answers.
 
-    Returned generations carry ``{"rag_cache": {"tier", "kind", "score"}}`` in
+    Returned generations carry ``{"rag_cache": {"tier", "kind", "score", "id"}}`` in
     ``message.response_metadata`` (chat models) and, with ``mark_text=True``, in
     ``generation_info`` of plain ``Generation``s.  Concurrent identical misses call the
     model once (``single_flight``; the wait is ``CacheConfig.single_flight_timeout``).
@@ -73,6 +90,8 @@ class RagLLMCache(BaseCache):
         self.mark_text = mark_text
         self._memo = PromptMemo()
         self._templates: dict[str, Template] = {}
+        self._ids = itertools.count(1)
+        self._served: OrderedDict[str, CacheHit] = OrderedDict()
 
     @property
     def bus(self) -> EventBus:
@@ -89,8 +108,14 @@ class RagLLMCache(BaseCache):
             if len(self._templates) >= _TEMPLATES_MAX:
                 self._templates.clear()
             self._templates[hit.key] = t
-        mark = ({"tier": hit.tier, "kind": hit.kind, "score": hit.score}
-                if self.mark else None)
+        mark = None
+        if self.mark:
+            # The id lets a user report this answer back (``feedback``).
+            hit_id = f"{next(self._ids):x}"
+            self._served[hit_id] = hit
+            if len(self._served) > _SERVED_MAX:
+                self._served.popitem(last=False)
+            mark = {"tier": hit.tier, "kind": hit.kind, "score": hit.score, "id": hit_id}
         return t.make(mark, self.mark_text)
 
     def _corrupt(self, hit: CacheHit, exc: BadPayload) -> None:
@@ -103,6 +128,19 @@ class RagLLMCache(BaseCache):
         bus = self.cache.bus
         if bus.active:
             bus.emit(Rejected(self.namespace, "", reason))
+
+    # -- feedback -------------------------------------------------------------------
+
+    def feedback(self, answer: Any, *, correct: bool) -> None:
+        """Report whether an answer this cache served was right.  ``answer`` is what the
+        model call returned (an ``AIMessage``, a ``ChatGeneration`` or ``Generation``,
+        or its ``rag_cache`` mark).  A wrong semantic hit tightens that partition's
+        threshold and blocks the pair; a wrong exact hit drops the entry."""
+        mark = _mark_of(answer)
+        hit = self._served.get(str(mark.get("id"))) if mark is not None else None
+        if hit is None:
+            raise ValueError("not an answer this cache served, or too long ago to report")
+        self.cache.feedback(hit, correct=correct)
 
     # -- BaseCache ------------------------------------------------------------------
 

@@ -271,3 +271,32 @@ def test_a_paraphrase_hits_with_the_real_model(model_factory: Factory) -> None:
         other = model.invoke([SystemMessage("You are verbose."),
                               HumanMessage("What's the capital of France?")])
         assert other.content == "SECOND CALL" and model.calls == 2
+
+
+@pytest.mark.slow
+def test_a_wrong_answer_is_reported_back(model_factory: Factory) -> None:
+    """``RagLLMCache.feedback`` takes what the model call returned: a wrong semantic hit
+    blocks that pair (the next ask goes to the model), a wrong exact hit is dropped."""
+    cfg = CacheConfig(semantic=SemanticConfig())
+    with RagLLMCache(cfg) as cache:
+        model = model_factory("Paris.", "Fresh answer.", "In Paris.", "In Paris, France.",
+                              cache=cache)
+        system = SystemMessage("You are terse.")
+        model.invoke([system, HumanMessage("What is the capital of France?")])
+        hit = model.invoke([system, HumanMessage("What's the capital of France?")])
+        assert hit.response_metadata["rag_cache"]["kind"] == "semantic" and model.calls == 1
+        thresholds = cache.cache.semantic.feedback_state(cache.namespace).thresholds  # type: ignore[union-attr]
+        cache.feedback(hit, correct=False)
+        assert thresholds, "the partition's threshold was tightened"
+        again = model.invoke([system, HumanMessage("What's the capital of France?")])
+        assert again.content == "Fresh answer." and model.calls == 2
+        # Another conversation (its own partition) for the exact case.
+        brief = SystemMessage("You are brief.")
+        model.invoke([brief, HumanMessage("Where is the Louvre?")])
+        exact = model.invoke([brief, HumanMessage("Where is the Louvre?")])
+        assert exact.response_metadata["rag_cache"]["kind"] == "exact" and model.calls == 3
+        cache.feedback(exact.response_metadata["rag_cache"], correct=False)  # the mark works too
+        model.invoke([brief, HumanMessage("Where is the Louvre?")])
+        assert model.calls == 4, "the wrong exact answer was dropped"
+        with pytest.raises(ValueError):
+            cache.feedback(AIMessage("not from the cache"), correct=False)

@@ -3,6 +3,7 @@ README once it carries a LangChain snippet)."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import io
 import re
@@ -49,5 +50,9 @@ def test_quick_start_runs(name: str, code: str, tmp_path: Path,
         if cache is not None:
             cache.close()  # type: ignore[attr-defined]
     lines = out.getvalue().splitlines()
-    assert lines == ["Paris.", "{'tier': 'l1', 'kind': 'exact', 'score': 1.0}"]
+    assert lines[0] == "Paris." and len(lines) == 2
+    mark = ast.literal_eval(lines[1])
+    assert {k: mark[k] for k in ("tier", "kind", "score")} == \
+        {"tier": "l1", "kind": "exact", "score": 1.0}
+    assert isinstance(mark["id"], str)  # what cache.feedback(...) takes back
     assert (tmp_path / "cache.db").exists()
