@@ -7,10 +7,11 @@ Rounds alternate off / events-only / on so machine noise hits every mode alike.
 "on" is the full engine with its defaults: the listener, the background thread
 draining the queued hits every second, and a real SQLite snapshot store
 (``--interval`` sets how often it captures; the default is the engine's 60 s).
-"events-only" subscribes a listener that does nothing: the part of the cost that
-is the core building and emitting a ``Hit`` (it only does so while someone
-listens).  The verdict uses the median of the per-round on/off ratios; the target
-is at most 1.5x.  Writes ``results/analytics_overhead.json`` and ``.md``.
+"events-only" subscribes a listener that does nothing for ``Miss`` events (none
+happen): the part of the cost that is the core timing a lookup while someone
+listens.  The
+verdict uses the median of the per-round on/off ratios; the target is at most 1.5x.
+Writes ``results/analytics_overhead.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout
     sys.path.insert(0, str(ROOT))
 
 from rag_cache_plugin import CacheConfig, RagCache  # noqa: E402
+from rag_cache_plugin._events import Miss  # noqa: E402
 from rag_cache_plugin.analytics import CacheAnalytics  # noqa: E402
 
 TARGET = 1.5
@@ -57,7 +59,7 @@ def run(rounds: int, lookups: int, store_dir: Path, interval: float = 60.0) -> d
     counted = 0
     for r in range(rounds):
         samples["off"].append(_time_hits(cache, lookups))
-        unsubscribe = cache.bus.subscribe(lambda ev: None)
+        unsubscribe = cache.bus.subscribe(lambda ev: None, (Miss,))
         samples["events"].append(_time_hits(cache, lookups))
         unsubscribe()
         analytics = CacheAnalytics(cache, interval=interval, store_path=store_dir / f"a{r}.db",
@@ -104,14 +106,14 @@ def markdown(res: dict[str, Any]) -> str:
         "| mode | µs per hit (median) | µs per hit (best) |",
         "|---|---:|---:|",
         f"| analytics off | {med['off']:.3f} | {mn['off']:.3f} |",
-        f"| events only (no-op listener) | {med['events']:.3f} | {mn['events']:.3f} |",
+        f"| timing only (a listener for misses) | {med['events']:.3f} | {mn['events']:.3f} |",
         f"| analytics on | {med['on']:.3f} | {mn['on']:.3f} |",
         "",
         f"- on / off, median of per-round ratios: **{res['ratio_on_off_median_of_rounds']}x** "
         f"(target ≤ {res['target_ratio']}x: {'met' if res['passed'] else 'NOT met'})",
         f"- on / off, best of each: {res['ratio_on_off_of_minimums']}x",
-        f"- building and emitting the `Hit` event (core): {res['event_us_per_hit']} µs; "
-        f"the analytics listener and its background thread: {res['listener_us_per_hit']} µs",
+        f"- timing the lookup (core): {res['event_us_per_hit']} µs; "
+        f"recording the hit and the background thread: {res['listener_us_per_hit']} µs",
         f"- every hit counted: {res['hits_counted_exactly']}",
         "",
     ]

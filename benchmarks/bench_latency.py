@@ -125,10 +125,17 @@ def bench_chat(tmp: Path, url: str) -> dict[str, float]:
                        "sqlite": lambda: sqlite_base.lookup(prompt, llm_string),
                        "l3": lambda: l3.lookup(prompt, llm_string),
                        "redis": lambda: redis_base.lookup(prompt, llm_string)})
+    # Each store a new conversation: the last question numbered inside the serialized
+    # messages, so the prompt stays a valid chat prompt.
+    last = prompt.rindex('"content": "') + len('"content": "')
     counter = iter(range(10**9))
+
+    def fresh() -> str:
+        return f"{prompt[:last]}({next(counter)}) {prompt[last:]}"
+
     store = interleaved(
-        {"l2": lambda: l2.update(f"{prompt} {next(counter)}", llm_string, gens),
-         "sqlite": lambda: sqlite_base.update(f"{prompt} {next(counter)}", llm_string, gens)},
+        {"l2": lambda: l2.update(fresh(), llm_string, gens),
+         "sqlite": lambda: sqlite_base.update(fresh(), llm_string, gens)},
         run_seconds=0.02, repeat=15)
     for c in (l2, l3):
         c.close()

@@ -208,12 +208,15 @@ def bench_whole(cached_n: int, queries_n: int) -> dict[str, Any]:
             t = time.perf_counter()
             encode([p["query"] + " "])  # the embedding alone, for the breakdown
             t_embed.append((time.perf_counter() - t) * 1000)
+        matcher = ours.semantic
+        setting = (f"{matcher.verifier.setting} verifier, {matcher.model_id}"  # type: ignore[union-attr]
+                   if matcher is not None else "exact only")
         ours.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"cached": cached_n, "queries": queries_n,
             "ours": {**stats(t_ours), "hits": hits["ours"], "correct": right["ours"],
-                     "setting": "strict (interim verifier)"},
+                     "setting": setting},
             "gptcache": {**stats(t_gpt), "hits": hits["gptcache"],
                          "correct": right["gptcache"],
                          "setup": "sqlite + hnswlib, SearchDistanceEvaluation, threshold 0.8, "

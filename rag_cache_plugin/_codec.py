@@ -79,6 +79,9 @@ def value_digest(value: Any) -> str:
     return hashlib.blake2b(text, digest_size=8).hexdigest()
 
 
+_UNREAD: Any = object()
+
+
 def _kid(key: bytes) -> bytes:
     return hashlib.sha256(b"rag-cache-kid" + key).hexdigest()[:8].encode("ascii")
 
@@ -113,6 +116,10 @@ class Codec:
 
     def body(self, entry: Entry) -> bytes:
         """JSON body of an entry; raises ValueError if the value is not JSON data."""
+        return self._body(entry)[0]
+
+    def _body(self, entry: Entry) -> tuple[bytes, Any]:
+        """(body, the value as read back from it, or ``_UNREAD``)."""
         doc = {
             "v": _VERSION,
             "k": entry.key,
@@ -126,22 +133,34 @@ class Codec:
         }
         if entry.vector is not None:
             doc["vec"] = base64.b64encode(entry.vector).decode("ascii")
+        # orjson first, kept only when the value reads back equal: what it writes but
+        # the stdlib refuses (dataclasses, datetimes, UUIDs), or changes (NaN to null,
+        # tuples to lists), never compares equal and takes the stdlib path below.
+        try:
+            fast = orjson.dumps(doc)
+            back = orjson.loads(fast)["val"]
+        except (orjson.JSONEncodeError, orjson.JSONDecodeError, TypeError):
+            pass
+        else:
+            if type(back) is type(entry.value) and back == entry.value:
+                return fast, back
         if needs_exact_parse(entry.value):
             # A NaN orjson refuses: the reader then uses the exact stdlib parser.
             doc["exact"] = math.nan
         try:
             # ensure_ascii: lone surrogates and NUL survive as escapes, output is ASCII.
-            return json.dumps(doc, separators=(",", ":"), check_circular=False).encode("ascii")
+            text = json.dumps(doc, separators=(",", ":"), check_circular=False)
         except (TypeError, ValueError, RecursionError) as exc:
             raise ValueError(f"cache values must be JSON data: {exc}") from exc
+        return text.encode("ascii"), _UNREAD
 
     def encode(self, entry: Entry, *, normalize: bool = False) -> bytes:
         """Encode and remember the payload on ``entry.raw``.  With ``normalize`` the
         entry's value becomes its JSON round trip (tuples turn into lists...), so L1
         returns exactly what L2 and L3 will."""
-        body = self.body(entry)
+        body, back = self._body(entry)
         if normalize and not isinstance(entry.value, _PRIMITIVES):
-            entry.value = loads(body)["val"]
+            entry.value = back if back is not _UNREAD else loads(body)["val"]
         key = entry.key.encode("ascii")
         if self._aead:
             kid, aead = self._aead[0]

@@ -33,7 +33,7 @@ from ._core_base import _BYPASSED, SemanticLayer
 from ._core_checks import _check_ns, _check_tags, _Oversize
 from ._core_hit import CacheHit
 from ._core_news import _ALL
-from ._events import EventBus, FeedbackReported, Hit, TierFailed, TierName
+from ._events import EventBus, FeedbackReported, TierFailed, TierName
 from ._flight import FlightTable
 from ._keys import KeyMaker
 from ._news import NewsFeed, NewsSource, RedisNews, SqliteNews
@@ -126,7 +126,7 @@ class RagCache(_AsyncOps):
         self.news = NewsFeed(uuid.uuid4().hex, sources, self._on_news,
                              interval=config.news_poll_interval,
                              on_error=self._news_failed, gate=self._allowed,
-                             on_cycle=self._replay_removals, on_ok=self._news_ok)
+                             on_cycle=self._maintain, on_ok=self._news_ok)
         self.news.watch(_ALL)
         self.news.watch(self.namespace)
         self._watched = {self.namespace}
@@ -187,8 +187,9 @@ class RagCache(_AsyncOps):
             hit = self.semantic.lookup(ref, question, canonical, now)
             if hit is not None:
                 if self.bus.active:
-                    self._emit(Hit(ref.namespace, hit.key, hit.tier, "semantic",
-                                   perf_counter() - started, hit.score, question, ref.partition))
+                    self.bus.hit(ref.namespace, hit.key, hit.tier, "semantic",
+                                 perf_counter() - started, hit.score, question,
+                                 ref.partition)
                 return hit
         if single_flight:
             hit = self.flights.follow(ref, question, started)
@@ -239,7 +240,11 @@ class RagCache(_AsyncOps):
         for i in todo:
             ref, canonical = refs[i]
             if self.semantic is not None:
-                out[i] = self.semantic.lookup(ref, questions[i], canonical, now)
+                out[i] = sem = self.semantic.lookup(ref, questions[i], canonical, now)
+                if sem is not None and self.bus.active:
+                    self.bus.hit(ref.namespace, sem.key, sem.tier, "semantic",
+                                 perf_counter() - started, sem.score, questions[i],
+                                 ref.partition)
             if out[i] is None:
                 self._miss(ref, started, questions[i])
         return out

@@ -12,7 +12,7 @@ from ._core_base import _BYPASSED
 from ._core_checks import _check_ns, _check_tags, _Oversize
 from ._core_hit import CacheHit
 from ._core_news import _PeerNews
-from ._events import Hit, TierName
+from ._events import TierName
 from ._tiers import Ref
 
 _log = logging.getLogger("rag_cache_plugin")
@@ -50,8 +50,9 @@ class _AsyncOps(_PeerNews):
             hit = await self.semantic.alookup(ref, question, canonical, now)
             if hit is not None:
                 if self.bus.active:
-                    self._emit(Hit(ref.namespace, hit.key, hit.tier, "semantic",
-                                   perf_counter() - started, hit.score, question, ref.partition))
+                    self.bus.hit(ref.namespace, hit.key, hit.tier, "semantic",
+                                 perf_counter() - started, hit.score, question,
+                                 ref.partition)
                 return hit
         if single_flight:
             hit = await self.flights.afollow(ref, question, started)
@@ -106,7 +107,11 @@ class _AsyncOps(_PeerNews):
         for i in todo:
             ref, canonical = refs[i]
             if self.semantic is not None:
-                out[i] = await self.semantic.alookup(ref, questions[i], canonical, now)
+                out[i] = sem = await self.semantic.alookup(ref, questions[i], canonical, now)
+                if sem is not None and self.bus.active:
+                    self.bus.hit(ref.namespace, sem.key, sem.tier, "semantic",
+                                 perf_counter() - started, sem.score, questions[i],
+                                 ref.partition)
             if out[i] is None:
                 self._miss(ref, started, questions[i])
         return out

@@ -160,8 +160,8 @@ class _CacheBase:
         hit = _new_hit(entry.value, tier, kind, score, entry.key, entry.namespace,
                        entry.partition, entry.question, entry.expires, evidence)
         if self.bus.active:
-            self._emit(Hit(entry.namespace, entry.key, tier, kind, perf_counter() - started,
-                           score, question, entry.partition))
+            self.bus.hit(entry.namespace, entry.key, tier, kind, perf_counter() - started,
+                         score, question, entry.partition)
         return hit
 
     def _l1_hit(self, entry: Entry, started: float, question: str) -> CacheHit:
@@ -170,9 +170,16 @@ class _CacheBase:
             hit = entry.hit = CacheHit(entry.value, "l1", "exact", 1.0, entry.key,
                                        entry.namespace, entry.partition, entry.question,
                                        entry.expires)
-        if self.bus.active:
-            self._emit(Hit(entry.namespace, entry.key, "l1", "exact", perf_counter() - started,
-                           1.0, question, entry.partition))
+        bus = self.bus
+        if bus.active:  # ``EventBus.hit`` inlined: every L1 hit passes here
+            if bus.wants_hits:  # emit() logs it too
+                self._emit(Hit(entry.namespace, entry.key, "l1", "exact",
+                               perf_counter() - started, 1.0, question, entry.partition))
+            else:
+                log = bus.hit_log
+                if log is not None:
+                    log.l1_exact(perf_counter() - started)
+                    log.key(entry.key)
         return hit
 
     def _miss(self, ref: Ref, started: float, question: str, reason: str = "absent") -> None:

@@ -91,6 +91,15 @@ class _TierCalls(_CacheBase):
                              _REPLAY_MAX)
             self._replay.append((tier, replay, key))
 
+    def _maintain(self) -> None:
+        """The news thread's chores each round: retry removals, checkpoint the L2 WAL."""
+        self._replay_removals()
+        if self.l2 is not None:
+            try:
+                self.l2.checkpoint()
+            except Exception as exc:  # a later round (or SQLite itself) tries again
+                _log.debug("rag-cache: L2 checkpoint failed: %s", exc)
+
     def _replay_removals(self) -> None:
         """Retry removals that failed during an outage (the news thread calls this)."""
         while self._replay:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -30,6 +31,7 @@ __all__ = [
     "Expired",
     "FeedbackReported",
     "Hit",
+    "HitLog",
     "Invalidated",
     "Miss",
     "QueryObserved",
@@ -251,16 +253,49 @@ class _Subscription:
     types: tuple[type[CacheEvent], ...] | None
 
 
-class EventBus:
-    """Synchronous fan-out.  A failing listener is logged and never breaks a lookup."""
+class HitLog:
+    """Queues the core appends every hit to, at C speed: the latency to its (kind, tier)
+    queue and the entry key to ``keys``.  Analytics drains them (``popleft`` is
+    atomic, so threads keep appending); a full queue drops its oldest items.
+    ``l1_exact`` and ``key`` are the bound ``append``s the L1 hit path calls."""
 
-    __slots__ = ("_lock", "_subs", "active")
+    __slots__ = ("key", "keys", "l1_exact", "latencies")
+
+    def __init__(self, maxlen: int) -> None:
+        self.latencies: dict[tuple[MatchKind, TierName], deque[float]] = {
+            (k, t): deque(maxlen=maxlen) for k in ("exact", "semantic") for t in ("l1", "l2", "l3")}
+        self.keys: deque[str] = deque(maxlen=maxlen)
+        self.l1_exact = self.latencies["exact", "l1"].append
+        self.key = self.keys.append
+
+    def record(self, key: str, tier: TierName, kind: MatchKind, latency: float) -> None:
+        self.latencies[kind, tier].append(latency)
+        self.keys.append(key)
+
+
+class EventBus:
+    """Synchronous fan-out.  A failing listener is logged and never breaks a lookup.
+
+    Hits are the hot path: no ``Hit`` object is built unless a listener subscribed
+    for ``Hit`` events (``wants_hits``), and an attached ``HitLog`` records every hit
+    without calling Python code.
+    """
+
+    __slots__ = ("_lock", "_subs", "active", "hit_log", "wants_hits")
 
     def __init__(self) -> None:
         self._subs: tuple[_Subscription, ...] = ()
         self._lock = threading.Lock()
+        self.hit_log: HitLog | None = None
+        # Plain attributes because the hot path reads them.
         self.active = False
-        """True while anyone listens; a plain attribute because the hot path reads it."""
+        """True while anyone listens."""
+        self.wants_hits = False
+
+    def _changed(self) -> None:
+        self.active = bool(self._subs) or self.hit_log is not None
+        self.wants_hits = any(s.types is None or any(issubclass(Hit, t) for t in s.types)
+                              for s in self._subs)
 
     def subscribe(
         self, listener: Listener, types: tuple[type[CacheEvent], ...] | None = None
@@ -270,16 +305,35 @@ class EventBus:
         with self._lock:
             # Copy-on-write: emit() iterates a tuple without taking the lock.
             self._subs = (*self._subs, sub)
-            self.active = True
+            self._changed()
 
         def unsubscribe() -> None:
             with self._lock:
                 self._subs = tuple(s for s in self._subs if s is not sub)
-                self.active = bool(self._subs)
+                self._changed()
 
         return unsubscribe
 
+    def attach_hit_log(self, log: HitLog) -> Callable[[], None] | None:
+        """Make ``log`` record every hit; None if another log is attached (its owner
+        drains it, so a second reader subscribes to ``Hit`` events instead)."""
+        with self._lock:
+            if self.hit_log is not None:
+                return None
+            self.hit_log = log
+            self._changed()
+
+        def detach() -> None:
+            with self._lock:
+                if self.hit_log is log:
+                    self.hit_log = None
+                    self._changed()
+
+        return detach
+
     def emit(self, event: CacheEvent) -> None:
+        if type(event) is Hit and self.hit_log is not None:
+            self.hit_log.record(event.key, event.tier, event.kind, event.latency)
         for sub in self._subs:
             if sub.types is not None and not isinstance(event, sub.types):
                 continue
@@ -287,3 +341,12 @@ class EventBus:
                 sub.listener(event)
             except Exception:  # a listener must never break the cache
                 _log.exception("rag-cache event listener failed")
+
+    def hit(self, namespace: str, key: str, tier: TierName, kind: MatchKind, latency: float,
+            score: float, question: str, partition: str) -> None:
+        """Report a hit: as a ``Hit`` event if a listener wants one (``emit`` logs it),
+        else straight to the log."""
+        if self.wants_hits:
+            self.emit(Hit(namespace, key, tier, kind, latency, score, question, partition))
+        elif self.hit_log is not None:
+            self.hit_log.record(key, tier, kind, latency)

@@ -16,6 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+import orjson
+
+from ._codec import loads
+
 __all__ = ["NewsFeed", "NewsSource", "RedisNews", "SqliteNews"]
 
 _log = logging.getLogger("rag_cache_plugin")
@@ -133,11 +137,19 @@ class NewsFeed:
     def publish(self, namespace: str, kind: str, body: dict[str, Any]) -> None:
         if not self._sources:
             return
-        msg = (self.origin, namespace, kind, json.dumps(body, separators=(",", ":")))
+        try:
+            text = orjson.dumps(body).decode()
+        except (orjson.JSONEncodeError, TypeError):  # a lone surrogate, say
+            text = json.dumps(body, separators=(",", ":"))
+        msg = (self.origin, namespace, kind, text)
         with self._lock:
             self._outbox.append(msg)
         self._idle.clear()
-        self._wake.set()
+        if kind != "put":
+            # Removals go out at once.  A store's news waits for the next round: peers
+            # only read it on their own next poll, and waking the feed thread for every
+            # store would contend with the stores for the L2 write lock and the GIL.
+            self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything published so far was sent (tests and close use it)."""
@@ -182,7 +194,7 @@ class NewsFeed:
                 if origin == self.origin:
                     continue
                 try:
-                    doc = json.loads(body)
+                    doc = loads(body)
                 except ValueError:
                     _log.warning("rag-cache: unreadable news message %r", kind)
                     continue

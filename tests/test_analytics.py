@@ -161,6 +161,32 @@ def test_counts_stay_exact_across_threads(cache: RagCache, analytics: CacheAnaly
     assert [x.thread for x in analytics.recorder.shards] == [threading.current_thread()]
 
 
+def test_two_engines_and_hit_listeners_each_count_every_hit_once(
+        cache: RagCache, analytics: CacheAnalytics, tmp_path: Path) -> None:
+    """The first engine records hits through the bus's hit log; a second engine on the
+    same cache takes them as events, and a ``Hit`` listener beside them (as the tuner
+    and the warmer are) changes neither count."""
+    cache.store("q", 1)
+    second = CacheAnalytics(cache, autostart=False, store_path=tmp_path / "second.db")
+    try:
+        assert cache.bus.hit_log is analytics.recorder.hits
+        for _ in range(5):
+            cache.lookup("q")
+        seen: list[Hit] = []
+        unsubscribe = cache.bus.subscribe(seen.append, (Hit,))
+        for _ in range(7):
+            cache.lookup("q")
+        unsubscribe()
+        cache.lookup("q")
+        assert len(seen) == 7
+        assert analytics.capture_snapshot().hits("l1") == 13
+        assert second.capture_snapshot().hits("l1") == 13
+    finally:
+        second.close(capture=False)
+    analytics.close(capture=False)
+    assert cache.bus.hit_log is None and not cache.bus.active
+
+
 def test_savings_pairing_by_key_question_or_latest(cache: RagCache,
                                                    analytics: CacheAnalytics) -> None:
     key = cache.ref("by key").key

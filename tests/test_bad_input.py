@@ -10,12 +10,16 @@ the wrong type) is a miss, is deleted and is counted (a ``Corrupt`` event).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
+import enum
 import importlib.util
 import json
 import math
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -254,6 +258,36 @@ def test_any_python_object_is_stored_or_a_value_error(
 
     check()
     figures("any-object", **counts, tier_failed_or_corrupt=len(failures(seen)))
+    assert failures(seen) == []
+
+
+def test_only_json_data_is_stored_whichever_encoder_writes_it(
+        full: tuple[RagCache, list[Any]]) -> None:
+    """Values go through orjson when they read back equal, else through the stdlib
+    encoder: objects orjson would write but JSON does not define stay a ValueError,
+    and what orjson would change (NaN, tuples, huge integers) is stored exactly."""
+    cache, seen = full
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+
+    class Colour(enum.Enum):
+        RED = "red"
+
+    for bad in (datetime.datetime(2026, 1, 1), uuid.UUID(int=7), Point(1), Colour.RED,
+                {"when": datetime.date(2026, 1, 1)}, [Point(2)]):
+        with pytest.raises(ValueError):
+            cache.store("q", bad)
+    exact = {"nan": math.nan, "big": 2**70, "tuple": (1, 2), "keys": {1: "a"},
+             "text": "caf\u00e9 \U0001f600 \x00 \ud800"}
+    for name, value in exact.items():
+        assert cache.store(name, value) is True
+        ref = cache.ref(name)
+        for tier in (cache.l1, cache.l2, cache.l3):
+            assert tier is not None
+            entry = tier.get(ref, time.time())
+            assert entry is not None and same(entry.value, round_trip(value)), (name, tier)
     assert failures(seen) == []
 
 

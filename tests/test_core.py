@@ -158,6 +158,23 @@ def test_overwrite_reaches_peers(redis_url: str) -> None:
         assert wait_until(lambda: b.lookup("q").value == "new")  # type: ignore[union-attr]
 
 
+def test_l2_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
+    """Stores do not pay for WAL checkpoints: the news thread runs them each round, so
+    the WAL stays small although SQLite's own checkpoint would wait for 40 MB."""
+    cfg = CacheConfig(sqlite_path=tmp_path / "c.db", l1_max_entries=0,
+                      news_poll_interval=0.02)
+    wal = tmp_path / "c.db-wal"
+    with RagCache(cfg) as cache:
+        largest = 0
+        for i in range(300):  # 15 MB of entries
+            assert cache.store(f"question {i}", "x" * 50_000)
+            if i % 20 == 19:
+                time.sleep(0.1)  # rounds of the news thread
+                largest = max(largest, wal.stat().st_size)
+        assert largest < 6_000_000, largest
+        assert cache.lookup("question 0") is not None
+
+
 # -- corrupt payloads through the cache ------------------------------------------------
 
 

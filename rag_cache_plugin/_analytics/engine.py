@@ -109,7 +109,17 @@ class CacheAnalytics(Exports):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._unsubscribe = self.bus.subscribe(self.recorder.listener)
+        detach = self.bus.attach_hit_log(self.recorder.hits)
+        # Another engine holds the bus's hit log: take hits as events instead.
+        types = self.recorder.event_types if detach is not None else None
+        off_events = self.bus.subscribe(self.recorder.listener, types)
+
+        def unsubscribe() -> None:
+            off_events()
+            if detach is not None:
+                detach()
+
+        self._unsubscribe = unsubscribe
         _LIVE.add(self)
         if autostart:
             self.start()

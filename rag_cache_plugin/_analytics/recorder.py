@@ -1,12 +1,12 @@
-"""The event listener: per-thread shards; a hit costs two ``deque.append`` calls.
+"""Recording: hits through a ``HitLog``, other events into per-thread shards.
 
-Each thread that emits gets its own shard and is its only writer, so counts are
-exact without a lock and a lookup never waits.  A hit appends its latency (to the
-queue of its tier and kind) and its entry key; the background thread drains the
-queues every second with ``popleft`` (atomic, so owners keep appending) and
-buckets the latencies with numpy.  Floats and strings are not tracked by the
-garbage collector, so queued samples add no GC work.  Other events are rarer
-and update their shard's counters directly.
+The core appends each hit's latency and key to the recorder's ``HitLog`` (two
+``deque.append`` calls, no Python code, no object that the garbage collector
+tracks).  ``append`` and ``popleft`` are atomic, so hits from any thread are
+counted exactly without a lock; the background thread drains the queues every
+second, in C (``starmap`` over ``popleft``), and buckets the latencies with numpy.
+Other events are rarer and do read-modify-write on counters, so each thread that
+emits them gets its own shard, of which it is the only writer.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import logging
 import math
 import threading
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from itertools import repeat, starmap
 from typing import Any
 
 import numpy as np
 
-from .._events import CacheEvent, Hit
+from .._events import CacheEvent, Hit, HitLog
 from .costs import CostBook
 from .handlers import dispatch_table
 from .histogram import _LAST, _OFFSET, _SCALE, BUCKETS, bucket_of
@@ -46,16 +47,13 @@ class Shard:
     """One thread's numbers.  Only the owning thread writes (the base shard: only
     the drainer, under the engine's lock)."""
 
-    __slots__ = ("c", "errors", "exact", "h", "keys", "missed", "semantic", "thread")
+    __slots__ = ("c", "errors", "h", "missed", "thread")
 
     def __init__(self, thread: threading.Thread | None) -> None:
         self.thread = thread
         self.c: defaultdict[str, float] = defaultdict(int)
         # Histograms are lists: BUCKETS counts, then the sum of the values.
         self.h: dict[str, list[float]] = {n: _hist() for n in (*LATENCIES, *_SEMANTIC)}
-        self.exact: dict[str, deque[float]] = {t: deque(maxlen=QUEUE_MAX) for t in _TIERS}
-        self.semantic: dict[str, deque[float]] = {t: deque(maxlen=QUEUE_MAX) for t in _TIERS}
-        self.keys: deque[str] = deque(maxlen=QUEUE_MAX)
         self.missed: dict[str, int] = {}
         self.errors: dict[str, str] = {}
 
@@ -65,7 +63,7 @@ class Shard:
         h[SUM] += value
 
     def fold(self, other: Shard) -> None:
-        """Add a finished thread's numbers (its queues must be drained first)."""
+        """Add a finished thread's numbers."""
         for k, v in dict(other.c).items():
             self.c[k] += v
         for name, theirs in other.h.items():
@@ -79,11 +77,11 @@ class Shard:
 
 
 def _take(q: deque[Any]) -> list[Any]:
-    pop = q.popleft
-    return [pop() for _ in range(len(q))]
+    """What ``q`` holds now, popped in C; items appended meanwhile stay queued."""
+    return list(starmap(q.popleft, repeat((), len(q))))
 
 
-def _add_samples(h: list[float], values: list[float]) -> None:
+def _add_samples(h: list[float], values: Sequence[float]) -> None:
     if len(values) < 64:  # numpy's call overhead only pays off for batches
         for v in values:
             h[bucket_of(v)] += 1
@@ -106,7 +104,13 @@ class Recorder:
         self.shards: list[Shard] = []
         self._tls = threading.local()
         self._lock = threading.Lock()
-        self.listener = self._make_listener(dispatch_table(self.book))
+        self.hits = HitLog(QUEUE_MAX)
+        """What the engine attaches to the bus (``EventBus.attach_hit_log``)."""
+        table = dispatch_table(self.book)
+        self.listener = self._make_listener(table)
+        self.event_types: tuple[type[CacheEvent], ...] = tuple(table)
+        """What ``listener`` needs beside the hit log: every event but ``Hit`` (a ``Hit``
+        it is given goes to the log)."""
 
     def _new_shard(self) -> Shard:
         s = Shard(threading.current_thread())
@@ -118,17 +122,16 @@ class Recorder:
     def _make_listener(self, dispatch: dict[type[CacheEvent], Callable[[Shard, Any], None]]
                        ) -> Callable[[CacheEvent], None]:
         # What the hot path touches are closure cells and locals: no lookups on self.
-        tls, new_shard, hit_type = self._tls, self._new_shard, Hit
+        tls, new_shard, hit_type, record = self._tls, self._new_shard, Hit, self.hits.record
 
         def listener(ev: Any) -> None:
+            if type(ev) is hit_type:
+                record(ev.key, ev.tier, ev.kind, ev.latency)
+                return
             try:
                 s = tls.shard
             except AttributeError:
                 s = new_shard()
-            if type(ev) is hit_type:
-                (s.exact if ev.kind == "exact" else s.semantic)[ev.tier].append(ev.latency)
-                s.keys.append(ev.key)
-                return
             handler = dispatch.get(type(ev))
             if handler is not None:
                 handler(s, ev)
@@ -141,28 +144,24 @@ class Recorder:
         with self._lock:
             return [self.base, *self.shards]
 
+    def _drain_hits(self) -> list[str]:
+        """Bucket the queued hits' latencies; return their keys."""
+        h = self.base.h
+        for (kind, tier), q in self.hits.latencies.items():
+            if len(q) >= QUEUE_MAX:
+                _log.warning("rag-cache analytics fell behind: hits were dropped "
+                             "(capture more often or keep the background thread on)")
+            if q:
+                _add_samples(h[tier if kind == "exact" else f"semantic.{tier}"], _take(q))
+        return _take(self.hits.keys)
+
     def drain(self) -> list[str]:
         """Move queued hit latencies into the base histograms, fold finished
         threads' shards, and return the keys hit since the last drain."""
-        base, keys = self.base, []
-        with self._lock:
-            shards = list(self.shards)
-        for s in shards:
-            for tier in _TIERS:
-                for q, name in ((s.exact[tier], tier), (s.semantic[tier], f"semantic.{tier}")):
-                    if len(q) >= QUEUE_MAX:
-                        _log.warning("rag-cache analytics fell behind: hits were dropped "
-                                     "(capture more often or keep the background thread on)")
-                    if q:
-                        _add_samples(base.h[name], _take(q))
-            keys.extend(_take(s.keys))
+        keys = self._drain_hits()
         with self._lock:
             done = [s for s in self.shards if s.thread is not None and not s.thread.is_alive()]
             self.shards = [s for s in self.shards if s not in done]
-        for s in done:  # it never writes again: drain what it queued last, then fold
-            for tier in _TIERS:
-                _add_samples(base.h[tier], _take(s.exact[tier]))
-                _add_samples(base.h[f"semantic.{tier}"], _take(s.semantic[tier]))
-            keys.extend(_take(s.keys))
-            base.fold(s)
+        for s in done:  # it never writes again: fold its counters into the base
+            self.base.fold(s)
         return keys

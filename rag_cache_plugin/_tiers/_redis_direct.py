@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -12,6 +14,7 @@ import redis.cluster
 from redis.crc import key_slot
 from redis.exceptions import AskError, ResponseError, TryAgainError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.sentinel import SentinelConnectionPool
 
 from . import Ref
 from ._redis_calls import _ERRORS, _RedisCalls
@@ -21,23 +24,46 @@ from ._redis_calls import _ERRORS, _RedisCalls
 _FOLLOW = (AskError, TryAgainError, RedisConnectionError)
 
 
+# Connections _raw keeps checked out of each pool between calls, so a read skips the
+# pool's bookkeeping (redis-py 8 records metrics on every checkout and return).  A
+# forked child must never share its parent's sockets: it starts with none.
+_SPARES: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+_SPARES_MAX = 8  # per pool; more concurrent readers check connections out as usual
+_NO_SPARES: list[Any] = []
+os.register_at_fork(after_in_child=_SPARES.clear)
+
+
 def _raw(client: redis.Redis, *args: Any) -> Any:
-    """One command on a pooled connection without redis-py's per-call machinery
-    (retry wrapper, response callbacks, event dispatch, metrics): about a third of
-    a GET's client time.  Only for GET and MGET, whose raw replies are what we want;
-    the tier does its own retries."""
+    """One command without redis-py's per-call machinery (retry wrapper, response
+    callbacks, event dispatch, metrics, pool checkout): about a third of a GET's
+    client time.  Only for GET and MGET, whose raw replies are what we want; the tier
+    does its own retries."""
     pool = client.connection_pool
-    conn = pool.get_connection()
+    spares = _SPARES.get(pool)
+    if spares is None:
+        # A Sentinel pool drops connections to a demoted primary as they come back to
+        # it: its connections must come back after every call.
+        spares = _SPARES.setdefault(pool, [] if not isinstance(pool, SentinelConnectionPool)
+                                    else _NO_SPARES)
     try:
-        conn.send_command(*args)  # type: ignore[no-untyped-call]
+        conn = spares.pop()
+    except IndexError:
+        conn = pool.get_connection()
+    kept = True
+    try:
+        conn.send_command(*args)
         return conn.read_response()
     except ResponseError:
         raise  # an error reply was read whole: the connection is fine
     except BaseException:
-        conn.disconnect()  # type: ignore[no-untyped-call]  # no half-read reply may linger
+        kept = False
+        conn.disconnect()  # no half-read reply may linger
         raise
     finally:
-        pool.release(conn)
+        if kept and len(spares) < _SPARES_MAX and spares is not _NO_SPARES:
+            spares.append(conn)
+        else:
+            pool.release(conn)
 
 
 class _DirectReads(_RedisCalls):

@@ -24,6 +24,9 @@ _log = logging.getLogger("rag_cache_plugin")
 
 _CORRUPTION_MARKERS = ("malformed", "not a database", "file is encrypted", "disk image")
 _RECHECK = 1.0  # seconds between checks that the path still names the file we use
+# The news thread checkpoints the WAL every round (``checkpoint``), so a store rarely
+# pays for one; the automatic checkpoint stays only as a bound on the WAL's size.
+_AUTOCHECKPOINT_PAGES = 10_000
 
 
 def _is_corruption(exc: BaseException) -> bool:
@@ -38,6 +41,16 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     except OSError:
         return None
     return st.st_dev, st.st_ino
+
+
+_WRITERS: dict[str, threading.Lock] = {}
+_WRITERS_LOCK = threading.Lock()
+
+
+def _writer_lock(path: Path) -> threading.Lock:
+    """One lock per file for the write transactions of this process's threads."""
+    with _WRITERS_LOCK:
+        return _WRITERS.setdefault(str(path.resolve()), threading.Lock())
 
 
 class _SqliteFile:
@@ -56,6 +69,7 @@ class _SqliteFile:
     _file: tuple[int, int] | None
     _checked: float
     _replace_lock: threading.RLock
+    _writer: threading.Lock
     _closed: bool
 
     # -- connections --------------------------------------------------------------
@@ -64,6 +78,7 @@ class _SqliteFile:
         # Names and values were checked by CacheConfig (words and integers only).
         return [f"PRAGMA busy_timeout = {int(self._timeout * 1000)}",
                 "PRAGMA synchronous = NORMAL",
+                f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}",
                 *(f"PRAGMA {k} = {v}" for k, v in self._pragmas.items())]
 
     def _configure(self, conn: sqlite3.Connection) -> None:
@@ -175,15 +190,29 @@ class _SqliteFile:
                 self._replace_corrupt(str(exc))
             raise TierError(f"L2: {exc}") from exc
 
+    def checkpoint(self) -> None:
+        """Copy the WAL into the file without waiting for readers or writers (its
+        fsync then happens here, in the background, rather than in a store)."""
+        with self._guard():
+            self._conn().execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._guard():
             conn = self._conn()
-            conn.execute("BEGIN IMMEDIATE")
+            # Threads of one process queue on a lock, woken the moment it is free:
+            # SQLite's busy handler would sleep a millisecond or more per retry.
+            # Other processes still meet the busy handler.
+            if not self._writer.acquire(timeout=self._timeout):
+                raise TierError("L2: another thread held the write lock too long")
             try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                self._writer.release()

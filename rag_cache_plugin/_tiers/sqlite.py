@@ -31,6 +31,7 @@ from .._errors import CodecError, TierError
 from .._events import Corrupt, Expired, TierName
 from . import Emit, Ref
 from ._sqlite_async import _SqliteAsync
+from ._sqlite_file import _writer_lock
 from ._sqlite_sql import (
     _ADD_TAG,
     _DEL_EXPIRED,
@@ -84,6 +85,7 @@ class SqliteTier(_SqliteAsync):
         self._touched: dict[str, float] = {}
         self._expired: set[str] = set()
         self._pending_lock = threading.Lock()
+        self._writer = _writer_lock(self.path)
         self._async: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, tuple[aiosqlite.Connection, asyncio.Lock]
         ] = weakref.WeakKeyDictionary()

@@ -102,8 +102,9 @@ class RagLLMCache(BaseCache):
 
     def _result(self, hit: CacheHit) -> list[Generation] | None:
         t = self._templates.get(hit.key)
-        if t is None or t.value is not hit.value:
-            # A new entry (or a new copy of it promoted from a lower tier): validate once.
+        if t is None or (t.value is not hit.value and t.value != hit.value):
+            # A new entry, or a new version of it: validate once.  A copy read again from
+            # L2 or L3 compares equal (in C, a microsecond) and reuses the template.
             t = Template(hit.value, decode(hit.value))
             if len(self._templates) >= _TEMPLATES_MAX:
                 self._templates.clear()

@@ -9,7 +9,10 @@ context.  Only JSON is read here; nothing is ever revived with ``loads``.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+
+import orjson
 
 __all__ = ["PromptMemo", "parse_prompt", "split_content"]
 
@@ -25,6 +28,26 @@ _ROLES = {
 # Never sent to a model, different on every run: they must not split the partition.
 _VOLATILE = frozenset({"id", "response_metadata", "usage_metadata"})
 _TOOL_CALL_LISTS = ("tool_calls", "invalid_tool_calls", "tool_call_chunks")
+# orjson reads integers beyond 64 bits as floats, which could make two different
+# numbers one context: prompts with 20 or more digits in a row take the stdlib parser.
+# (Splitting on non-digits is several times faster than searching for r"\d{20}".)
+_NON_DIGITS = re.compile(r"[^0-9]+")
+
+
+def _parse_json(text: str) -> Any:
+    if max(map(len, _NON_DIGITS.split(text))) < 20:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:  # NaN, escaped lone surrogates: the stdlib reads them
+            pass
+    return json.loads(text)
+
+
+def _context_text(context: list[dict[str, Any]]) -> str:
+    try:
+        return orjson.dumps(context, option=orjson.OPT_SORT_KEYS).decode()
+    except (orjson.JSONEncodeError, TypeError):  # NaN, huge integers, lone surrogates
+        return json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _messages(data: Any) -> list[tuple[str, str, dict[str, Any]]] | None:
@@ -102,11 +125,18 @@ def parse_prompt(prompt: str) -> tuple[str, str]:
     if not (prompt.startswith("[{") and '"lc"' in prompt[:8]):
         return prompt, ""
     try:
-        messages = _messages(json.loads(prompt))
+        messages = _messages(_parse_json(prompt))
     except (ValueError, RecursionError):
         messages = None
     if messages is None:
         return prompt, ""
+    try:
+        return _split(messages)
+    except RecursionError:  # nested deeper than a context can be written: a plain prompt
+        return prompt, ""
+
+
+def _split(messages: list[tuple[str, str, dict[str, Any]]]) -> tuple[str, str]:
     ids = _tool_call_ids(messages)
     q_index = -1
     for i in range(len(messages) - 1, -1, -1):
@@ -124,8 +154,7 @@ def parse_prompt(prompt: str) -> tuple[str, str]:
             if extras:
                 item["@extras"] = extras
         context.append(_renamed(item, ids) if ids else item)
-    text = json.dumps(context, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return question, text
+    return question, _context_text(context)
 
 
 class PromptMemo:

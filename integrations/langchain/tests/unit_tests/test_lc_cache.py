@@ -50,8 +50,14 @@ def test_hit_is_marked_and_a_list() -> None:
         c.update(p, LLM, answer())
         got = c.lookup(p, LLM)
         assert isinstance(got, list) and got[0].text == "Paris"
-        assert got[0].message.response_metadata[MARK] == {"tier": "l1", "kind": "exact",
-                                                          "score": 1.0}
+        mark = got[0].message.response_metadata[MARK]
+        assert {k: mark[k] for k in ("tier", "kind", "score")} == {
+            "tier": "l1", "kind": "exact", "score": 1.0}
+        # the id names this serving, so two hits of one entry are told apart
+        again = c.lookup(p, LLM)
+        assert again is not None
+        assert isinstance(mark["id"], str) and mark["id"]
+        assert again[0].message.response_metadata[MARK]["id"] != mark["id"]
 
 
 def test_lexical_variants_hit_and_partitions_do_not_cross() -> None:
@@ -69,7 +75,10 @@ def test_text_marks_only_on_request() -> None:
             cache.update("prompt", LLM, [Generation(text="t", generation_info={"a": 1})])
         assert c.lookup("prompt", LLM) == [Generation(text="t", generation_info={"a": 1})]
         (g,) = m.lookup("prompt", LLM)  # type: ignore[misc]
-        assert g.generation_info == {"a": 1, MARK: {"tier": "l1", "kind": "exact", "score": 1.0}}
+        info = g.generation_info
+        assert info is not None and info["a"] == 1 and info[MARK]["id"]
+        assert {k: v for k, v in info[MARK].items() if k != "id"} == {
+            "tier": "l1", "kind": "exact", "score": 1.0}
     with RagLLMCache(CacheConfig(), mark=False) as c:
         c.update(chat_prompt("q"), LLM, answer())
         assert MARK not in c.lookup(chat_prompt("q"), LLM)[0].message.response_metadata  # type: ignore[index]

@@ -89,6 +89,22 @@ def test_chat_message_with_user_role_is_a_question_and_no_human_is_empty() -> No
     assert q == "" and "Only a system prompt" in ctx
 
 
+def test_numbers_beyond_64_bits_and_odd_json_keep_contexts_apart() -> None:
+    """The fast parser reads integers beyond 64 bits as floats; such prompts (and ones
+    it refuses) take the exact parser, so two different numbers never share a context."""
+    def calling(order_id: int) -> str:
+        return chat(AIMessage("", tool_calls=[{"name": "get_order", "id": "c1",
+                                                 "args": {"order_id": order_id}}]),
+                    ToolMessage("found", tool_call_id="c1"), HumanMessage("Status?"))
+    big = 10**22
+    contexts = {parse_prompt(calling(n))[1] for n in (big, big + 1, 2**64, 2**64 + 1, 7)}
+    assert len(contexts) == 5
+    assert str(big + 1) in parse_prompt(calling(big + 1))[1]
+    # A lone surrogate (valid JSON escape, not valid UTF-8) still parses.
+    q, ctx = parse_prompt(chat(SystemMessage("\ud800 odd"), HumanMessage("Q?")))
+    assert q == "Q?" and ctx != parse_prompt(chat(SystemMessage("odd"), HumanMessage("Q?")))[1]
+
+
 def test_memo_returns_the_same_objects_and_is_bounded() -> None:
     memo = PromptMemo(max_chars=2_000)
     prompt = chat(SystemMessage("S"), HumanMessage("Q?"))
