@@ -10,7 +10,9 @@ Two levels are measured.  The core (``RagCache`` storing JSON) against a bare GE
 against LangChain's caches with one plain ``Generation``; and the LangChain adapter
 (``RagLLMCache``, which rebuilds message objects as LangChain's caches do) against the
 same caches on a real serialized chat prompt and answer (``AIMessage`` with usage and
-response metadata): the like-for-like replacement a user makes.
+response metadata): the like-for-like replacement a user makes.  A chat model stores
+an answer right after its lookup of the same prompt missed, so the chat store is timed
+in that order (the lookup untimed, for both caches).
 """
 
 from __future__ import annotations
@@ -125,17 +127,20 @@ def bench_chat(tmp: Path, url: str) -> dict[str, float]:
                        "sqlite": lambda: sqlite_base.lookup(prompt, llm_string),
                        "l3": lambda: l3.lookup(prompt, llm_string),
                        "redis": lambda: redis_base.lookup(prompt, llm_string)})
-    # Each store a new conversation: the last question numbered inside the serialized
-    # messages, so the prompt stays a valid chat prompt.
+    # Each store a new conversation (the last question numbered inside the serialized
+    # messages, so the prompt stays a valid chat prompt), stored the way a chat model
+    # stores it: right after its own lookup of the same prompt missed.  Both caches get
+    # that lookup, untimed.
     last = prompt.rindex('"content": "') + len('"content": "')
-    counter = iter(range(10**9))
-
-    def fresh() -> str:
-        return f"{prompt[:last]}({next(counter)}) {prompt[last:]}"
-
+    missed = {name: [f"{prompt[:last]}({name} {i}) {prompt[last:]}" for i in range(n)]
+              for name, n in (("l2", 6000), ("sqlite", 400))}
+    for name, cache in (("l2", l2), ("sqlite", sqlite_base)):
+        for p in missed[name]:
+            assert cache.lookup(p, llm_string) is None
+    todo = {name: iter(ps) for name, ps in missed.items()}
     store = interleaved(
-        {"l2": lambda: l2.update(fresh(), llm_string, gens),
-         "sqlite": lambda: sqlite_base.update(fresh(), llm_string, gens)},
+        {"l2": lambda: l2.update(next(todo["l2"]), llm_string, gens),
+         "sqlite": lambda: sqlite_base.update(next(todo["sqlite"]), llm_string, gens)},
         run_seconds=0.02, repeat=15)
     for c in (l2, l3):
         c.close()
@@ -173,7 +178,7 @@ def main() -> dict[str, Any]:
          1.5, ">="),
         ("chat: RagLLMCache L2 hit vs SQLiteCache (target >= 10x)",
          res["chat_l2_hit_speedup"], 10, ">="),
-        ("chat: RagLLMCache L2 store vs SQLiteCache (target >= 20x)",
+        ("chat: RagLLMCache L2 store, after its lookup missed, vs SQLiteCache (target >= 20x)",
          res["chat_l2_store_speedup"], 20, ">="),
         ("chat: RagLLMCache L3 hit vs RedisCache (target >= 1.5x)",
          res["chat_l3_speedup_vs_rediscache"], 1.5, ">="),
@@ -194,7 +199,7 @@ def main() -> dict[str, Any]:
             "adapter_l1_hit", "adapter_inmemorycache_hit"),
         "chat: RagLLMCache L2 hit vs SQLiteCache (target >= 10x)": (
             "chat_l2_hit", "chat_sqlitecache_hit"),
-        "chat: RagLLMCache L2 store vs SQLiteCache (target >= 20x)": (
+        "chat: RagLLMCache L2 store, after its lookup missed, vs SQLiteCache (target >= 20x)": (
             "chat_l2_store", "chat_sqlitecache_store"),
         "chat: RagLLMCache L3 hit vs RedisCache (target >= 1.5x)": (
             "chat_l3_hit", "chat_rediscache_hit"),
