@@ -184,8 +184,10 @@ async def test_async_twins(atier: Tier) -> None:
     assert got is not None and got.value == {"a": "k1"}
     many = await atier.aget_many([ref(e) for e in es], time.time())
     assert sorted(many) == ["k0", "k1", "k2", "k3"]
+    await atier.aset(entry("k3", value="v2", tags=("u",)), time.time())  # loses tag "t"
     gone = await atier.ainvalidate("ns", ["t"])
-    assert sorted(r.key for r in gone) == ["k1", "k3"]
+    assert sorted(r.key for r in gone) == ["k1"]
+    assert [r.key for r in await atier.ainvalidate("ns", ["u"])] == ["k3"]
     await atier.adelete([ref(es[0])])
     assert await atier.aget(ref(es[0]), time.time()) is None
     await atier.aclear("ns")

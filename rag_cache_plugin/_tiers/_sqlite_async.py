@@ -25,7 +25,6 @@ from ._sqlite_sql import (
     _ADD_TAG,
     _DEL_EXPIRED,
     _DEL_KEY,
-    _DEL_TAGS,
     _SIZE,
     _TOUCH,
     _UPSERT,
@@ -123,7 +122,6 @@ class _SqliteAsync(_SqliteRoom):
         stmts: list[tuple[str, Any, bool]] = [
             (_UPSERT, (entry.key, entry.namespace, entry.partition, now, entry.expires, now,
                        entry.size, entry.raw), False),
-            (_DEL_TAGS, (entry.key,), False),
         ]
         if entry.tags:
             stmts.append((_ADD_TAG, [(entry.namespace, t, entry.key) for t in entry.tags], True))

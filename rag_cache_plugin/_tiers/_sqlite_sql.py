@@ -36,6 +36,11 @@ END;
 CREATE TRIGGER IF NOT EXISTS entries_upd AFTER UPDATE OF size ON entries BEGIN
     UPDATE meta SET value = value - OLD.size + NEW.size WHERE name = 'size';
 END;
+-- A replaced entry loses its old tags (the writer adds the new ones); a store of a
+-- new key then runs no tag statement at all.
+CREATE TRIGGER IF NOT EXISTS entries_retag AFTER UPDATE OF value ON entries BEGIN
+    DELETE FROM tags WHERE key = OLD.key;
+END;
 -- What semantic matching learned and must keep across restarts: per-partition
 -- thresholds tightened by feedback, blocked (query, entry) pairs, confirmations, and
 -- which embedding models wrote the vectors stored in entries.  clear() keeps it.
@@ -67,7 +72,6 @@ ON CONFLICT(key) DO UPDATE SET ns = excluded.ns, partition = excluded.partition,
 _PROMOTE = _UPSERT + """
     WHERE entries.expire_time IS NOT NULL AND entries.expire_time <= excluded.access_time
 """
-_DEL_TAGS = "DELETE FROM tags WHERE key = ?"
 _ADD_TAG = "INSERT OR IGNORE INTO tags (ns, tag, key) VALUES (?, ?, ?)"
 _TOUCH = "UPDATE entries SET access_time = ?, access_count = access_count + 1 WHERE key = ?"
 _DEL_KEY = "DELETE FROM entries WHERE key = ?"

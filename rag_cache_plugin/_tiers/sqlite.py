@@ -36,7 +36,6 @@ from ._sqlite_sql import (
     _ADD_TAG,
     _DEL_EXPIRED,
     _DEL_KEY,
-    _DEL_TAGS,
     _GET,
     _PROMOTE,
     _SEMANTIC_MERGE,
@@ -193,11 +192,10 @@ class SqliteTier(_SqliteAsync):
             cur = conn.execute(_UPSERT if replace else _PROMOTE,
                                (entry.key, entry.namespace, entry.partition, now,
                                 entry.expires, now, entry.size, entry.raw))
-            if cur.rowcount:  # 0: promotion found a live row and left it (and its tags)
-                conn.execute(_DEL_TAGS, (entry.key,))
-                if entry.tags:
-                    conn.executemany(_ADD_TAG,
-                                     [(entry.namespace, t, entry.key) for t in entry.tags])
+            # rowcount 0: promotion found a live row and left it (and its tags).  A
+            # replaced row's old tags went with a trigger (entries_retag).
+            if cur.rowcount and entry.tags:
+                conn.executemany(_ADD_TAG, [(entry.namespace, t, entry.key) for t in entry.tags])
             if touched:
                 conn.executemany(_TOUCH, touched)
             if expired:
