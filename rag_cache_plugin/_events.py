@@ -333,7 +333,11 @@ class EventBus:
 
     def emit(self, event: CacheEvent) -> None:
         if type(event) is Hit and self.hit_log is not None:
-            self.hit_log.record(event.key, event.tier, event.kind, event.latency)
+            try:
+                self.hit_log.record(event.key, event.tier, event.kind, event.latency)
+            except KeyError:  # a tier or kind the log does not know: not a cache hit
+                _log.warning("rag-cache: Hit with unknown tier or kind %r, %r",
+                             event.tier, event.kind)
         for sub in self._subs:
             if sub.types is not None and not isinstance(event, sub.types):
                 continue
