@@ -183,7 +183,8 @@ class CacheConfig(_Frozen):
     ``{"max_page_count": 262144}`` for a hard cap on the file: per-connection
     pragmas only hold if every connection sets them)."""
     news_poll_interval: float = Field(default=0.2, gt=0)
-    """How often peers' invalidations are read from the shared tiers, in seconds."""
+    """How often peers' news (invalidations, replaced entries, new vectors) is read from
+    the shared tiers, and this process's store news sent, in seconds."""
     single_flight_timeout: float = Field(default=10.0, gt=0, le=3600)
     """Longest wait, in seconds, of a ``lookup(..., single_flight=True)`` for another
     caller computing the same answer; also the lease of that caller's claim."""
