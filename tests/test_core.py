@@ -175,6 +175,45 @@ def test_l2_wal_is_checkpointed_in_the_background(tmp_path: Path) -> None:
         assert cache.lookup("question 0") is not None
 
 
+def test_l3_reads_keep_connections_only_while_their_pool_lives(redis_url: str) -> None:
+    """Fast reads keep connections checked out of redis-py's pool; a closed client's pool
+    is still freed, and a forked child opens its own connections."""
+    import gc
+    import os
+    import weakref
+
+    from rag_cache_plugin._tiers._redis_direct import _raw, _spares
+
+    pools = []
+    for _ in range(3):
+        client = redis.Redis.from_url(redis_url)
+        _raw(client, "SET", "rc-direct", "1")
+        assert _raw(client, "GET", "rc-direct") == b"1"
+        kept = _spares(client.connection_pool)
+        assert kept is not None and len(kept) == 1
+        pools.append(weakref.ref(client.connection_pool))
+        client.close()
+        del client, kept
+    gc.collect()
+    assert all(p() is None for p in pools)
+    client = redis.Redis.from_url(redis_url)
+    _raw(client, "GET", "rc-direct")
+    parents = list(_spares(client.connection_pool) or [])
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no connection of the parent's, and reads still work
+        try:
+            ok = not _spares(client.connection_pool) and _raw(client, "GET", "rc-direct") == b"1"
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    assert _spares(client.connection_pool) == parents
+    assert _raw(client, "GET", "rc-direct") == b"1"  # the parent's socket was not disturbed
+    client.close()
+
+
 # -- corrupt payloads through the cache ------------------------------------------------
 
 

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -24,13 +24,34 @@ from ._redis_calls import _ERRORS, _RedisCalls
 _FOLLOW = (AskError, TryAgainError, RedisConnectionError)
 
 
-# Connections _raw keeps checked out of each pool between calls, so a read skips the
-# pool's bookkeeping (redis-py 8 records metrics on every checkout and return).  A
-# forked child must never share its parent's sockets: it starts with none.
-_SPARES: weakref.WeakKeyDictionary[Any, list[Any]] = weakref.WeakKeyDictionary()
+# Connections _raw keeps checked out of a pool between calls, so a read skips the
+# pool's bookkeeping (redis-py 8 records metrics on every checkout and return).  They
+# hang on the pool itself, so they go when it goes; a forked child never uses its
+# parent's (they carry the pid).
+_ATTR = "_rag_cache_spares"
 _SPARES_MAX = 8  # per pool; more concurrent readers check connections out as usual
-_NO_SPARES: list[Any] = []
-os.register_at_fork(after_in_child=_SPARES.clear)
+_PID = os.getpid()
+
+
+def _forked() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _spares(pool: Any) -> list[Any] | None:
+    """The pool's kept connections; None for a Sentinel pool, which drops connections
+    to a demoted primary as they come back to it, so they must come back every call."""
+    kept = pool.__dict__.get(_ATTR)
+    if kept is not None and kept[0] == _PID:
+        return kept[1]  # type: ignore[no-any-return]
+    if isinstance(pool, SentinelConnectionPool):
+        return None
+    spares: list[Any] = []
+    pool.__dict__[_ATTR] = (_PID, spares)
+    return spares
 
 
 def _raw(client: redis.Redis, *args: Any) -> Any:
@@ -39,17 +60,14 @@ def _raw(client: redis.Redis, *args: Any) -> Any:
     client time.  Only for GET and MGET, whose raw replies are what we want; the tier
     does its own retries."""
     pool = client.connection_pool
-    spares = _SPARES.get(pool)
-    if spares is None:
-        # A Sentinel pool drops connections to a demoted primary as they come back to
-        # it: its connections must come back after every call.
-        spares = _SPARES.setdefault(pool, [] if not isinstance(pool, SentinelConnectionPool)
-                                    else _NO_SPARES)
-    try:
-        conn = spares.pop()
-    except IndexError:
+    spares = _spares(pool)
+    conn: Any = None
+    if spares:
+        with contextlib.suppress(IndexError):  # another thread may take the last one
+            conn = spares.pop()
+    if conn is None:
         conn = pool.get_connection()
-    kept = True
+    kept = spares is not None
     try:
         conn.send_command(*args)
         return conn.read_response()
@@ -60,7 +78,7 @@ def _raw(client: redis.Redis, *args: Any) -> Any:
         conn.disconnect()  # no half-read reply may linger
         raise
     finally:
-        if kept and len(spares) < _SPARES_MAX and spares is not _NO_SPARES:
+        if kept and spares is not None and len(spares) < _SPARES_MAX:
             spares.append(conn)
         else:
             pool.release(conn)
