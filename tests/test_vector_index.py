@@ -63,3 +63,14 @@ def test_vector_record_round_trip() -> None:
     assert unpack(pack("q", vec, 12.5)) == ("q", vec, 12.5)
     with pytest.raises(ValueError):
         unpack(b"\x00")
+
+
+def test_ann_search_widens_as_the_index_grows() -> None:
+    """HNSW recall falls as the graph grows; the search breadth grows with it, bounded
+    so a million-question partition still searches in a few milliseconds."""
+    from rag_cache_plugin._vector_index import _search_breadth
+
+    sizes = [1, 100_000, 200_000, 300_000, 1_000_000, 50_000_000]
+    breadths = [_search_breadth(n) for n in sizes]
+    assert breadths == sorted(breadths)
+    assert breadths[0] == breadths[1] == 128 and breadths[-1] == 384
