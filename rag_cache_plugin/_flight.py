@@ -262,7 +262,8 @@ class FlightTable:
             return
         t = time.perf_counter()
         try:
-            l3.client.eval(_UNLOCK, 1, self._lock_key(l3, f.ref), f.token)  # type: ignore[arg-type]
+            l3.client.register_script(_UNLOCK)(keys=[self._lock_key(l3, f.ref)],
+                                               args=[f.token or ""])
         except Exception as exc:  # the lock expires on its own
             self._cache._failed(l3, "unlock", exc, f.ref.namespace, t)
 
@@ -380,6 +381,7 @@ class FlightTable:
         t = time.perf_counter()
         try:
             client = await l3.aclient()
-            await client.eval(_UNLOCK, 1, self._lock_key(l3, f.ref), f.token)  # type: ignore[arg-type]
+            await client.register_script(_UNLOCK)(keys=[self._lock_key(l3, f.ref)],
+                                                  args=[f.token or ""])
         except Exception as exc:
             self._cache._failed(l3, "unlock", exc, f.ref.namespace, t)

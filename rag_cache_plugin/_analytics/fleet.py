@@ -40,8 +40,11 @@ def publish(client: Any, prefix: str, snap: MetricSnapshot, ttl: float) -> None:
     proc_key, index = fleet_keys(prefix, snap.proc)
     now = time.time()
     data = json.dumps(snap.to_dict(), separators=(",", ":"), allow_nan=False)
-    client.eval(_PUBLISH, 2, proc_key, index, data, snap.host, str(snap.pid), repr(now),
-                str(int(ttl * 1000)), repr(now + ttl), snap.proc)
+    # A redis-py Script runs the fixed Lua text server-side by its SHA (EVALSHA).
+    client.register_script(_PUBLISH)(
+        keys=[proc_key, index],
+        args=[data, snap.host, str(snap.pid), repr(now), str(int(ttl * 1000)), repr(now + ttl),
+              snap.proc])
 
 
 def publish_if_up(l3: Any, breaker: Any, snap: MetricSnapshot, ttl: float) -> bool:

@@ -90,7 +90,7 @@ class SharedLog:
             if client.hlen(key) > self.max_rows * 1.1:
                 self._prune(client, key)
         finally:
-            client.eval(_UNLOCK, 1, lock, token)
+            client.register_script(_UNLOCK)(keys=[lock], args=[token])
 
     def _prune(self, client: Any, key: str) -> None:
         now = time.time()
