@@ -27,6 +27,25 @@ def _is_full(exc: BaseException | None) -> bool:
     )
 
 
+def _evict_lru(conn: sqlite3.Connection, goal: int, evicted: list[tuple[str, str]]) -> None:
+    """Delete the least recently used entries until ``goal`` bytes are freed (or none
+    are left), in batches; (namespace, key) of each goes to ``evicted``."""
+    while goal > 0:
+        rows = conn.execute(
+            "SELECT key, ns, size FROM entries ORDER BY access_time LIMIT 256"
+        ).fetchall()
+        if not rows:
+            break
+        take: list[tuple[str]] = []
+        for key, ns, size in rows:
+            take.append((key,))
+            evicted.append((ns, key))
+            goal -= size
+            if goal <= 0:
+                break
+        conn.executemany(_DEL_KEY, take)
+
+
 class _SqliteRoom(_SqliteFile):
     """The cull and a full file's room (a base of ``SqliteTier``)."""
 
@@ -53,20 +72,7 @@ class _SqliteRoom(_SqliteFile):
     def _cull(self, conn: sqlite3.Connection, now: float, excess: int) -> list[tuple[str, str]]:
         conn.execute("DELETE FROM entries WHERE expire_time <= ?", (now,))
         evicted: list[tuple[str, str]] = []
-        while (excess := self._cull_plan(conn.execute(_SIZE).fetchone()[0])) > 0:
-            rows = conn.execute(
-                "SELECT key, ns, size FROM entries ORDER BY access_time LIMIT 256"
-            ).fetchall()
-            if not rows:
-                break
-            take: list[tuple[str]] = []
-            for key, ns, size in rows:
-                take.append((key,))
-                evicted.append((ns, key))
-                excess -= size
-                if excess <= 0:
-                    break
-            conn.executemany(_DEL_KEY, take)
+        _evict_lru(conn, self._cull_plan(conn.execute(_SIZE).fetchone()[0]), evicted)
         return evicted
 
     def _report_evicted(self, evicted: list[tuple[str, str]], reason: str = "capacity") -> None:
@@ -87,21 +93,7 @@ class _SqliteRoom(_SqliteFile):
                 return False
             conn.execute("DELETE FROM entries WHERE expire_time <= ?", (now,))
             conn.execute("DELETE FROM news WHERE at < ?", (now - 5.0,))
-            goal = max(2 * need, total // 10)
-            while goal > 0:
-                rows = conn.execute(
-                    "SELECT key, ns, size FROM entries ORDER BY access_time LIMIT 256"
-                ).fetchall()
-                if not rows:
-                    break
-                take: list[tuple[str]] = []
-                for key, ns, size in rows:
-                    take.append((key,))
-                    evicted.append((ns, key))
-                    goal -= size
-                    if goal <= 0:
-                        break
-                conn.executemany(_DEL_KEY, take)
+            _evict_lru(conn, max(2 * need, total // 10), evicted)
         _log.warning("rag-cache: %s is full; evicted %d entries", self.path, len(evicted))
         self._report_evicted(evicted, "full")
         return True
