@@ -141,14 +141,24 @@ def test_the_tuner_acts_at_chain_boundaries_and_the_summary_says_so(tmp_path: Pa
     t = s["tuning"]
     assert t["windows"] == 15  # one per 20 questions, closed by ChainBoundary events
     changes = [d for d in t["decisions"] if d["kind"] == "change"]
-    assert changes and changes[0]["action"] == "increase_l1"
-    assert changes[0]["new"]["max_entries"] > 16
+    # Both L1 remedies rest on the shadow simulation of the sampled lookups; which one
+    # a window proposes first depends on that window's sample.
+    assert changes and changes[0]["action"] in ("increase_l1", "switch_policy")
+    first = changes[0]
+    if first["action"] == "increase_l1":
+        assert first["new"]["max_entries"] > first["old"]["max_entries"] == 16
+        shown = rf"max_entries 16 -> {first['new']['max_entries']}"
+    else:
+        assert first["new"] != first["old"]
+        shown = ""
     # Kept or rolled back (windows of 20 lookups are noisy): the last verdict stands.
-    last = t["decisions"][-1]
-    assert t["settings"]["l1_max_entries"] == last["new"]["max_entries"]
+    last = [d for d in t["decisions"] if d["knob"] == first["knob"]][-1]
+    if first["knob"] == "l1":
+        assert t["settings"]["l1_max_entries"] == last["new"]["max_entries"]
+    else:
+        assert t["settings"]["l1_policy"] == last["new"]
     assert run.outcomes and s["consistent"]
-    assert re.search(rf"window {changes[0]['window']}: change\s+│ increase_l1: "
-                     rf"max_entries 16 -> {changes[0]['new']['max_entries']}", text)
+    assert re.search(rf"window {first['window']}: change\s+│ {first['action']}: {shown}", text)
 
 
 @pytest.mark.slow
