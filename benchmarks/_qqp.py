@@ -1,5 +1,5 @@
-"""Shared plumbing of the semantic benchmarks: the QQP pairs, grouped folds, and
-on-disk caches of embeddings and lower-layer hidden states (under ``.work/``)."""
+"""Shared plumbing of the semantic benchmarks: the QQP pairs, grouped folds, and an
+on-disk cache of plain embeddings (under ``.work/``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ DATA = Path(
 if not DATA.exists():  # a checkout beside shared/ (CI) rather than a worktree
     DATA = ROOT.parent / "shared" / "data" / "qqp_pairs_dev.jsonl"
 WORK = ROOT / ".work"
-SPLIT_LAYER = 4  # hidden states after this many transformer layers are cached; the rest is trained
+FOLDS = 3  # grouped folds of the adapted embedder's and the verifier's cross-validation
 
 
 @dataclass(frozen=True)
@@ -110,49 +110,3 @@ def plain_embeddings(p: Pairs) -> np.ndarray:
     print(f"embedded {len(p.canon)} questions in {time.perf_counter() - t:.0f}s")
     np.save(path, e.astype(np.float32))
     return e.astype(np.float32)
-
-
-def hidden_states(p: Pairs) -> tuple[np.ndarray, np.ndarray]:
-    """Token hidden states after ``SPLIT_LAYER`` layers of every canonical question:
-    (flat float16 array of shape (tokens, 384), offsets of shape (n + 1,))."""
-    WORK.mkdir(exist_ok=True)
-    path = WORK / f"hidden{SPLIT_LAYER}_{len(p.canon)}.npz"
-    if path.exists():
-        z = np.load(path, allow_pickle=False)
-        return z["h"], z["off"]
-    import torch
-
-    model = load_base_model()
-    tok = model.tokenizer
-    bert = model[0].auto_model
-    bert.eval()
-    chunks: list[np.ndarray] = []
-    lens: list[int] = []
-    t = time.perf_counter()
-    order = np.argsort([len(c) for c in p.canon])  # length-sorted batches pad little
-    out: dict[int, np.ndarray] = {}
-    with torch.inference_mode():
-        for s in range(0, len(order), 256):
-            ids = order[s : s + 256]
-            enc = tok(
-                [p.canon[i] for i in ids],
-                padding=True,
-                truncation=True,
-                max_length=model.max_seq_length,
-                return_tensors="pt",
-            )
-            hs = bert(**enc, output_hidden_states=True).hidden_states[SPLIT_LAYER]
-            m = enc["attention_mask"].sum(1).tolist()
-            for row, i in enumerate(ids):
-                out[int(i)] = hs[row, : m[row]].to(torch.float16).numpy()
-    for i in range(len(p.canon)):
-        chunks.append(out[i])
-        lens.append(len(out[i]))
-    off = np.concatenate([[0], np.cumsum(lens)]).astype(np.int64)
-    h = np.concatenate(chunks)
-    print(
-        f"hidden states of {len(p.canon)} questions ({len(h)} tokens) "
-        f"in {time.perf_counter() - t:.0f}s"
-    )
-    np.savez(path, h=h, off=off)
-    return h, off

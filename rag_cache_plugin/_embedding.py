@@ -235,7 +235,7 @@ def _class_name(obj: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
-DEFAULT_EMBEDDER_NAMES = frozenset({"default", "rag-cache/all-MiniLM-L6-v2-qe1"})
+DEFAULT_EMBEDDER_NAMES = frozenset({"default", "rag-cache/all-MiniLM-L6-v2-qe2"})
 """Names of the shipped default embedder: all-MiniLM-L6-v2 adapted to question
 equivalence (``AdaptedMiniLM``), which the strict verifier is calibrated for."""
 

