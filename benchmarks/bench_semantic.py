@@ -15,7 +15,7 @@ FPR/TPR of a setting are pooled over the test folds.  Plain cosine at the same F
 the reference ("ratio").
 
 Full run on this 2-core machine: a fold's fine-tuning (one epoch over ~32,500 pairs)
-takes ~16 min with two threads, or ~25 min each for two folds side by side with one
+takes ~16 min with two threads, or ~25-30 min each for two folds side by side with one
 thread each (``--fold K --threads 1`` in two shells); results are cached in .work/
 (shared with fit_verifier.py), the plain embeddings take ~10 min once, and the
 evaluation then takes under a minute.  --quick fine-tunes on two 6,000-pair subsamples
