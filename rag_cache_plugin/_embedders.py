@@ -102,7 +102,7 @@ class AdaptedMiniLM:
         model = SentenceTransformer(str(base_path), device=device)
         bert: Any = model[0].auto_model
         _apply_delta(bert, delta)
-        bert.eval()
+        bert.train(False)  # inference mode: dropout off
         self._torch = torch
         self._bert = bert
         self._tok = model.tokenizer
