@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from benchmarks._qqp import WORK, load_base_model
+from rag_cache_plugin._embedders import AdaptedMiniLM, load_delta, mean_pool
 
 # The shipped configuration (fit_verifier.py and bench_semantic.py use it).
 CONFIG: dict[str, float | int] = {
@@ -45,9 +46,7 @@ def cosent(cos: torch.Tensor, y: torch.Tensor, scale: float) -> torch.Tensor:
 
 def _pool(bert: Any, tok: Any, texts: list[str], max_len: int) -> torch.Tensor:
     enc = tok(texts, padding=True, truncation=True, max_length=max_len, return_tensors="pt")
-    h = bert(**enc).last_hidden_state
-    m = enc["attention_mask"].unsqueeze(-1).to(h.dtype)
-    return torch.nn.functional.normalize((h * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
+    return mean_pool(bert(**enc).last_hidden_state, enc["attention_mask"])
 
 
 def train(
@@ -137,8 +136,6 @@ def fit_fold(
     """Cosines of fold ``k``'s pairs under adapters trained on the other folds (in their
     float16 shipped form, loaded as ``AdaptedMiniLM`` loads them); cached in .work/, so
     folds can be fitted by separate processes."""
-    from rag_cache_plugin._embedders import AdaptedMiniLM
-
     WORK.mkdir(exist_ok=True)
     path = _fold_path(name, cfg, k).with_suffix(".npy")
     te = fold == k
@@ -166,8 +163,7 @@ def _fold_path(name: str, cfg: dict[str, float | int], k: int) -> Path:
 
 def fold_delta(k: int, cfg: dict[str, float | int], name: str) -> dict[str, np.ndarray]:
     """The delta ``fit_fold`` trained for fold ``k`` (trained without fold ``k``)."""
-    with np.load(_fold_path(name, cfg, k), allow_pickle=False) as z:
-        return {key: z[key] for key in z.files}
+    return load_delta(_fold_path(name, cfg, k))
 
 
 def fit_folds(
@@ -199,5 +195,4 @@ def fit_all(
     path = WORK / f"all_{name}_{config_tag(cfg)}.npz"
     if not path.exists():
         np.savez(path, **train(canon, a, b, y, cfg, log="all"))
-    with np.load(path, allow_pickle=False) as z:
-        return {k: z[k] for k in z.files}
+    return load_delta(path)

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DELTA_FILE", "AdaptedMiniLM", "load_delta"]
+__all__ = ["DELTA_FILE", "AdaptedMiniLM", "load_delta", "mean_pool"]
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 DELTA_FILE = "minilm_qe_delta.npz"
@@ -31,6 +31,15 @@ def load_delta(path: str | Path | io.BytesIO) -> dict[str, np.ndarray]:
     """Read a delta file; pickled arrays are refused."""
     with np.load(path, allow_pickle=False) as z:
         return {k: np.asarray(z[k]) for k in z.files}
+
+
+def mean_pool(hidden: Any, attention_mask: Any) -> Any:
+    """Unit-length mean of the token states a mask keeps, as sentence-transformers pools
+    MiniLM (shared with the fine-tuning, so training and serving pool alike)."""
+    import torch
+
+    m = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return torch.nn.functional.normalize((hidden * m).sum(1) / m.sum(1).clamp(min=1e-9), dim=-1)
 
 
 def _apply_delta(bert: Any, delta: Mapping[str, np.ndarray]) -> None:
@@ -129,9 +138,7 @@ class AdaptedMiniLM:
                     return_tensors="pt",
                 )
                 h = self._bert(**enc).last_hidden_state
-                m = enc["attention_mask"].unsqueeze(-1).to(torch.float32)
-                n = m.sum(1).clamp(min=1e-9)
-                out[ids] = torch.nn.functional.normalize((h * m).sum(1) / n, dim=-1).numpy()
+                out[ids] = mean_pool(h, enc["attention_mask"]).numpy()
         return out
 
     async def aembed(self, texts: list[str]) -> np.ndarray:
